@@ -1,0 +1,43 @@
+# Developer loop for loom. `make` builds build/loom/core.so with the warnings
+# CI insists on; `make test` runs the specs against it.
+LUA       ?= lua5.4
+PKGS      := lua5.4 libuv
+CC        ?= gcc
+OPT       ?= -O2 -g
+WARN      := -Wall -Wextra -Werror
+CFLAGS_ALL = $(OPT) $(WARN) -fPIC -std=gnu11 $(shell pkg-config --cflags $(PKGS))
+LIBS       = $(shell pkg-config --libs libuv)
+SRC       := $(wildcard src/*.c)
+HDR       := $(wildcard src/*.h)
+BUSTED    := $(LUA) /usr/bin/busted
+SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+.PHONY: all test asan bench demo clean
+
+all: build/loom/core.so
+
+build/loom/core.so: $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SRC) $(LIBS)
+
+build-asan/loom/core.so: $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g $(WARN) $(SAN) -fPIC -std=gnu11 $(shell pkg-config --cflags $(PKGS)) -shared -o $@ $(SRC) $(LIBS)
+
+test: build/loom/core.so
+	$(BUSTED) $(BUSTED_ARGS)
+
+asan: build-asan/loom/core.so
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(BUSTED) --cpath='build-asan/?.so' $(BUSTED_ARGS)
+
+bench: build/loom/core.so
+	bash bench/run.sh
+
+demo: build/loom/core.so
+	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' $(LUA) examples/fetch.lua
+
+clean:
+	rm -rf build build-asan

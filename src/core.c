@@ -1,0 +1,30 @@
+/*
+ * core.c: luaopen_loom_core, the entry point of the C module. Creates the
+ * per-Lua-state module state (the running loop, the coroutine pool) and
+ * registers each file's functions with it as their first upvalue.
+ */
+#include <string.h>
+#include "loom.h"
+
+/* loom.core._last_handles(): handles the last loom.run found still open when
+   its tasks had all ended (0 for a clean program). For tests. */
+static int l_last_handles(lua_State *L) {
+  lua_pushinteger(L, loom_getstate(L)->last_handles);
+  return 1;
+}
+
+int luaopen_loom_core(lua_State *L) {
+  static const luaL_Reg funcs[] = {{"run", loom_run}, {"_last_handles", l_last_handles}, {NULL, NULL}};
+  loom_state *S = lua_newuserdatauv(L, sizeof *S, 1);
+  memset(S, 0, sizeof *S);
+  lua_newtable(L); /* the coroutine pool */
+  lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "loom.state");
+  lua_newtable(L);
+  loom_open_task(L);
+  loom_open_timer(L);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, funcs, 1);
+  return 1;
+}

@@ -1,0 +1,148 @@
+/*
+ * loom.h: the types the C files of loom share (module state, loop, task,
+ * timer, intrusive list) and the few functions they call across files.
+ * Ownership rules are in README.md, "Design of the scheduler".
+ */
+#ifndef LOOM_H
+#define LOOM_H
+
+#include <stdint.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <uv.h>
+
+#define LOOM_TASK "loom.Task"
+#define LOOM_CANCEL_MT "loom.Cancelled"
+
+typedef struct loom_link {
+  struct loom_link *prev, *next;
+} loom_link;
+
+#define loom_container(ptr, type, field) \
+  ((type *)((char *)(ptr) - offsetof(type, field)))
+
+static inline void loom_list_init(loom_link *h) { h->prev = h->next = h; }
+static inline int loom_list_empty(const loom_link *h) { return h->next == h; }
+static inline int loom_linked(const loom_link *n) { return n->next != NULL; }
+
+static inline void loom_list_append(loom_link *h, loom_link *n) {
+  n->prev = h->prev;
+  n->next = h;
+  h->prev->next = n;
+  h->prev = n;
+}
+
+static inline void loom_list_remove(loom_link *n) {
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->prev = n->next = NULL;
+}
+
+typedef struct loom_loop loom_loop;
+typedef struct loom_timer loom_timer;
+
+struct loom_timer {
+  uint64_t deadline; /* uv_hrtime() nanoseconds */
+  uint64_t seq;      /* ties break in arming order: FIFO wake-ups */
+  int idx;           /* position in the heap, -1 when not armed */
+  void (*fire)(loom_loop *lp, loom_timer *tm);
+};
+
+enum {
+  LOOM_NEW,     /* spawned, queued to start, no coroutine yet */
+  LOOM_READY,   /* woken, queued; its wake-up values are on its stack */
+  LOOM_RUNNING,
+  LOOM_WAITING, /* suspended in a loom blocking call */
+  LOOM_DONE,
+  LOOM_FAILED,
+  LOOM_CANCELLED
+};
+
+#define loom_ended(t) ((t)->state >= LOOM_DONE)
+
+/* Uservalues of a task userdata. */
+enum {
+  LOOM_UV_VALUE = 1, /* function before start, coroutine while live, results after */
+  LOOM_UV_ARGS,      /* the argument (one) or a table of them (several) until start */
+  LOOM_UV_NAME,
+  LOOM_UV_CANCEL,    /* the cancellation error not yet delivered */
+  LOOM_TASK_NUV = LOOM_UV_CANCEL
+};
+
+typedef struct loom_task loom_task;
+struct loom_task {
+  lua_State *co;
+  loom_task *next_ready;
+  loom_link wait;     /* in a waiter list (awaiters of a task, queue getters ...) */
+  loom_link live;     /* in the loop's list of live tasks */
+  loom_link awaiters; /* tasks blocked in this task's await */
+  loom_timer timer;
+  /* Called when a waiting or woken task is cancelled, so that a primitive can
+     take back what it handed over (a queue item, a lock). */
+  void (*undo)(loom_loop *lp, loom_task *t);
+  int ref;     /* registry reference anchoring the userdata while live */
+  int nargs;   /* values to pass on the next resume */
+  int kept;    /* stack slots the blocked C function kept across its yield */
+  int nvalues; /* results stored once done */
+  unsigned id;
+  unsigned char state;
+  unsigned char cancel_pending; /* requested, to raise at the next blocking call */
+  unsigned char throwing;       /* the next resume raises the value it carries */
+  unsigned char timed_out;      /* the wake-up came from the task's timer */
+  unsigned char unretrieved;    /* failed, and nobody has seen the error yet */
+};
+
+typedef struct loom_state {
+  loom_loop *loop; /* the running loop, NULL outside loom.run */
+  int npool;       /* idle coroutines in the pool (uservalue 1) */
+  unsigned next_id;
+  int last_handles; /* handles the last loom.run found still open at its end */
+} loom_state;
+
+struct loom_loop {
+  uv_loop_t uv;
+  uv_timer_t timer;
+  loom_state *S;
+  lua_State *L; /* the thread running loom.run: resumes tasks from here */
+  loom_task *current;
+  loom_task *main;
+  loom_task *ready_head, *ready_tail;
+  loom_link live;
+  int nlive;
+  int closing; /* main has ended: leftovers were cancelled */
+  loom_timer **heap;
+  int heap_n, heap_cap;
+  uint64_t timer_seq;
+};
+
+#define loom_getstate(L) ((loom_state *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/* sched.c */
+void loom_ready(loom_loop *lp, loom_task *t);
+void loom_wake(loom_loop *lp, loom_task *t, int nargs);
+void loom_throw(loom_loop *lp, loom_task *t);
+loom_task *loom_checkrunning(lua_State *L, loom_state *S, const char *fname);
+void loom_suspend(lua_State *L, loom_task *t);
+#define loom_yield(L, t, k) lua_yieldk((L), 0, (lua_KContext)(t), (k))
+loom_task *loom_resumed(lua_State *L, loom_state *S, lua_KContext ctx, lua_KFunction k);
+int loom_run(lua_State *L);
+
+/* task.c */
+loom_task *loom_newtask(lua_State *L, loom_state *S, int fidx, int nargs);
+int loom_pushtask(lua_State *L, loom_task *t);
+void loom_finish(loom_loop *lp, loom_task *t, int status, int nres);
+void loom_start(loom_loop *lp, loom_task *t, int pool);
+int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason);
+void loom_raise_pending(lua_State *L, loom_task *t);
+void loom_report(lua_State *L, loom_task *t, int idx);
+void loom_open_task(lua_State *L);
+
+/* timer.c */
+void loom_timer_start(loom_loop *lp, loom_timer *tm, uint64_t deadline);
+void loom_timer_stop(loom_loop *lp, loom_timer *tm);
+void loom_timers_fire(loom_loop *lp, uint64_t now);
+void loom_timers_arm(loom_loop *lp, uint64_t now);
+uint64_t loom_deadline(lua_State *L, int arg);
+void loom_open_timer(lua_State *L);
+
+#endif

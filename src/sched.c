@@ -1,0 +1,266 @@
+/*
+ * sched.c: the scheduler. Owns the loop of one loom.run: the ready queue,
+ * resuming tasks, telling a wake-up from a stray resume, the driver that
+ * alternates ready tasks and libuv polls, deadlock detection and teardown.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "loom.h"
+
+#define POOL_IDX 2       /* the coroutine pool, on the driver's stack */
+#define SLICE_NS 1000000 /* poll I/O at least this often while tasks are ready */
+
+void loom_ready(loom_loop *lp, loom_task *t) {
+  t->next_ready = NULL;
+  if (lp->ready_tail)
+    lp->ready_tail->next_ready = t;
+  else
+    lp->ready_head = t;
+  lp->ready_tail = t;
+}
+
+/* Makes a waiting task ready; the `nargs` values its blocking call returns
+   are already pushed on its stack. */
+void loom_wake(loom_loop *lp, loom_task *t, int nargs) {
+  if (t->timer.idx >= 0) loom_timer_stop(lp, &t->timer);
+  if (loom_linked(&t->wait)) loom_list_remove(&t->wait);
+  t->state = LOOM_READY;
+  t->nargs = nargs;
+  loom_ready(lp, t);
+}
+
+/* Wakes a waiting task so that its blocking call raises the value on top of
+   its stack. */
+void loom_throw(loom_loop *lp, loom_task *t) {
+  t->throwing = 1;
+  loom_wake(lp, t, 1);
+}
+
+/* The running task, checked to be able to block here: the error messages
+   of API.md for every way of calling a blocking function from the wrong place.
+   Raises a pending cancellation: every blocking call is a cancellation point. */
+loom_task *loom_checkrunning(lua_State *L, loom_state *S, const char *fname) {
+  loom_loop *lp = S->loop;
+  loom_task *t = lp ? lp->current : NULL;
+  if (t == NULL)
+    luaL_error(L, "%s: not inside a task (wrap the program in loom.run)", fname);
+  if (t->co != L)
+    luaL_error(L, "%s: cannot block inside a coroutine that is not a loom task (use loom.spawn)",
+               fname);
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s: cannot block here (inside a metamethod, iterator or C call that cannot yield)",
+               fname);
+  if (t->cancel_pending) loom_raise_pending(L, t);
+  return t;
+}
+
+void loom_suspend(lua_State *L, loom_task *t) {
+  t->state = LOOM_WAITING;
+  t->kept = lua_gettop(L);
+  t->timed_out = 0;
+}
+
+/* First call of every continuation. Only the scheduler's resume of the task
+   that blocked is a wake-up; any other resume (a user's coroutine.resume) is
+   answered by yielding again, with the caller's arguments dropped and the
+   values of a wake-up already queued kept. */
+loom_task *loom_resumed(lua_State *L, loom_state *S, lua_KContext ctx, lua_KFunction k) {
+  loom_task *t = (loom_task *)ctx;
+  if (S->loop == NULL || S->loop->current != t) {
+    lua_settop(L, t->kept + (t->state == LOOM_READY ? t->nargs : 0));
+    lua_yieldk(L, 0, ctx, k);
+  }
+  if (t->throwing) {
+    t->throwing = 0;
+    lua_error(L);
+  }
+  return t;
+}
+
+static void step(loom_loop *lp, loom_task *t) {
+  int nres, status;
+  if (t->state == LOOM_NEW) {
+    if (t->cancel_pending) { /* cancelled before it ran: it never runs */
+      loom_finish(lp, t, LUA_ERRRUN, 0);
+      return;
+    }
+    loom_start(lp, t, POOL_IDX);
+  }
+  t->state = LOOM_RUNNING;
+  lp->current = t;
+  status = lua_resume(t->co, lp->L, t->nargs, &nres);
+  lp->current = NULL;
+  if (status != LUA_YIELD) {
+    loom_finish(lp, t, status, nres);
+    return;
+  }
+  lua_pop(t->co, nres);
+  if (t->state == LOOM_RUNNING) { /* a plain coroutine.yield(): as sleep(0) */
+    t->kept = -1; /* not in a loom call: a cancellation waits for one */
+    t->state = LOOM_WAITING;
+    loom_wake(lp, t, 0);
+  }
+}
+
+/* Runs ready tasks in FIFO order, including those they make ready, until the
+   queue is empty or the slice is used up (then libuv gets its poll). */
+static void run_ready(loom_loop *lp) {
+  uint64_t start = uv_hrtime();
+  unsigned n = 0;
+  loom_task *t;
+  while ((t = lp->ready_head) != NULL) {
+    lp->ready_head = t->next_ready;
+    if (lp->ready_head == NULL) lp->ready_tail = NULL;
+    step(lp, t);
+    if ((++n & 63) == 0 && uv_hrtime() - start > SLICE_NS) break;
+  }
+}
+
+static void cancel_all(loom_loop *lp) {
+  lua_State *L = lp->L;
+  loom_link *n;
+  for (n = lp->live.next; n != &lp->live; n = n->next) {
+    loom_task *t = loom_container(n, loom_task, live);
+    lua_pushnil(L);
+    loom_cancel(L, lp, t, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+}
+
+/* Nothing is ready, no timer is armed and no handle is active: no waiting
+   task can ever be woken. The main task (or, once it has ended, every
+   waiting task) gets an error at its blocking call instead of a hang. */
+static void deadlock(loom_loop *lp) {
+  static const char msg[] = "loom: deadlock: every task is waiting and nothing can wake them";
+  loom_link *n;
+  if (lp->main->state == LOOM_WAITING) {
+    lua_pushstring(lp->main->co, msg);
+    loom_throw(lp, lp->main);
+    return;
+  }
+  for (n = lp->live.next; n != &lp->live; n = n->next) {
+    loom_task *t = loom_container(n, loom_task, live);
+    if (t->state == LOOM_WAITING) {
+      lua_pushstring(t->co, msg);
+      loom_throw(lp, t);
+    }
+  }
+}
+
+static int driver(lua_State *L) {
+  loom_loop *lp = lua_touserdata(L, 1);
+  lua_getiuservalue(L, lua_upvalueindex(1), 1); /* POOL_IDX */
+  for (;;) {
+    uint64_t now;
+    run_ready(lp);
+    if (lp->nlive == 0) break;
+    if (loom_ended(lp->main) && !lp->closing) {
+      lp->closing = 1;
+      cancel_all(lp);
+      continue;
+    }
+    now = uv_hrtime();
+    loom_timers_fire(lp, now);
+    if (lp->ready_head) {
+      uv_run(&lp->uv, UV_RUN_NOWAIT);
+      continue;
+    }
+    loom_timers_arm(lp, now);
+    if (!uv_loop_alive(&lp->uv)) {
+      deadlock(lp);
+      continue;
+    }
+    uv_run(&lp->uv, UV_RUN_ONCE);
+  }
+  return 0;
+}
+
+static void count_and_close(uv_handle_t *h, void *arg) {
+  loom_loop *lp = arg;
+  if (h != (uv_handle_t *)&lp->timer) lp->S->last_handles++;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* After an internal error in the driver, tasks may still be suspended: close
+   their coroutines (running their <close> handlers) so no frame outlives the
+   loop its continuation would look at. */
+static void abandon(loom_loop *lp) {
+  while (!loom_list_empty(&lp->live)) {
+    loom_task *t = loom_container(lp->live.next, loom_task, live);
+    if (t->co) {
+      lua_resetthread(t->co);
+      lua_pushliteral(t->co, "loom: task abandoned after an internal error");
+    } else {
+      lua_pushnil(lp->L);
+      loom_cancel(lp->L, lp, t, lua_gettop(lp->L));
+      lua_pop(lp->L, 1);
+    }
+    loom_finish(lp, t, LUA_ERRRUN, 0);
+  }
+}
+
+static void teardown(loom_loop *lp) {
+  lp->S->last_handles = 0;
+  uv_walk(&lp->uv, count_and_close, lp);
+  uv_run(&lp->uv, UV_RUN_DEFAULT);
+  uv_loop_close(&lp->uv);
+  free(lp->heap);
+  lp->heap = NULL;
+}
+
+static void report_unretrieved(lua_State *L, int failed) {
+  lua_pushnil(L);
+  while (lua_next(L, failed)) {
+    loom_task *t = lua_touserdata(L, -2);
+    lua_pop(L, 1);
+    if (t->unretrieved) loom_report(L, t, lua_gettop(L));
+  }
+}
+
+/* loom.run(fn, ...): runs fn(...) as the main task of a fresh loop and returns
+   its results or raises its error; leftover tasks are cancelled and awaited,
+   handles closed. Blocks the caller (it is the loop). */
+int loom_run(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  int nargs = lua_gettop(L) - 1, status, base;
+  loom_loop *lp;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (S->loop) return luaL_error(L, "loom.run: a loop is already running (use loom.spawn inside it)");
+  lp = lua_newuserdatauv(L, sizeof *lp, 1);
+  memset(lp, 0, sizeof *lp);
+  lua_newtable(L); /* failed tasks, weak keys: reported at the end if unseen */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, -2, 1);
+  lua_insert(L, 1); /* [lp, fn, args...] */
+  if (uv_loop_init(&lp->uv) != 0) return luaL_error(L, "loom.run: cannot create the event loop");
+  uv_timer_init(&lp->uv, &lp->timer);
+  lp->S = S;
+  lp->L = L;
+  loom_list_init(&lp->live);
+  S->loop = lp;
+  lp->main = loom_newtask(L, S, 2, nargs); /* pushes the main task */
+  lua_pushliteral(L, "main");
+  lua_setiuservalue(L, -2, LOOM_UV_NAME);
+  lua_replace(L, 2); /* [lp, main] */
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, driver, 1);
+  lua_pushvalue(L, 1);
+  status = lua_pcall(L, 1, 0, 0);
+  if (status != LUA_OK) abandon(lp);
+  S->loop = NULL;
+  teardown(lp);
+  lp->main->unretrieved = 0; /* raised by loom.run itself */
+  lua_getiuservalue(L, 1, 1);
+  report_unretrieved(L, lua_gettop(L));
+  lua_pop(L, 1);
+  if (status != LUA_OK) return lua_error(L);
+  base = lua_gettop(L);
+  lua_getfield(L, 2, "result");
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, LUA_MULTRET);
+  return lua_gettop(L) - base;
+}

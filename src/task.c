@@ -1,0 +1,465 @@
+/*
+ * task.c: the loom.Task object. Spawning, starting a task on a pooled
+ * coroutine, storing its outcome when it ends, cancellation requests, await,
+ * the non-blocking accessors, and the report of errors nobody retrieved.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "loom.h"
+
+#define POOL_MAX 256 /* idle coroutines kept for reuse */
+
+static const char *const state_names[] = {"new",  "ready",  "running",  "waiting",
+                                          "done", "failed", "cancelled"};
+
+static loom_task *checktask(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, LOOM_TASK);
+}
+
+int loom_pushtask(lua_State *L, loom_task *t) {
+  return lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+}
+
+static int is_cancel_error(lua_State *L, int idx) {
+  int yes;
+  if (!lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, LOOM_CANCEL_MT);
+  yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return yes;
+}
+
+/* Pushes the task's name: the one set, or "task-<id>". */
+static void push_name(lua_State *L, int idx, loom_task *t) {
+  if (lua_getiuservalue(L, idx, LOOM_UV_NAME) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "task-%d", (int)t->id);
+  }
+}
+
+static void task_timer_fire(loom_loop *lp, loom_timer *tm) {
+  loom_task *t = loom_container(tm, loom_task, timer);
+  t->timed_out = 1;
+  loom_wake(lp, t, 0);
+}
+
+/* Creates a task running the function at fidx with the nargs values after
+   it, queues it to start, and pushes it. */
+loom_task *loom_newtask(lua_State *L, loom_state *S, int fidx, int nargs) {
+  loom_loop *lp = S->loop;
+  loom_task *t = lua_newuserdatauv(L, sizeof *t, LOOM_TASK_NUV);
+  int i;
+  memset(t, 0, sizeof *t);
+  t->timer.idx = -1;
+  t->timer.fire = task_timer_fire;
+  t->ref = LUA_NOREF;
+  loom_list_init(&t->awaiters);
+  luaL_setmetatable(L, LOOM_TASK);
+  lua_pushvalue(L, fidx);
+  lua_setiuservalue(L, -2, LOOM_UV_VALUE);
+  if (nargs == 1) {
+    lua_pushvalue(L, fidx + 1);
+    lua_setiuservalue(L, -2, LOOM_UV_ARGS);
+  } else if (nargs > 1) {
+    lua_createtable(L, nargs, 0);
+    for (i = 1; i <= nargs; i++) {
+      lua_pushvalue(L, fidx + i);
+      lua_rawseti(L, -2, i);
+    }
+    lua_setiuservalue(L, -2, LOOM_UV_ARGS);
+  }
+  lua_pushvalue(L, -1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->id = ++S->next_id;
+  t->nargs = nargs;
+  t->state = LOOM_NEW;
+  loom_list_append(&lp->live, &t->live);
+  lp->nlive++;
+  loom_ready(lp, t);
+  return t;
+}
+
+static int task_msgh(lua_State *co);
+
+static int body_k(lua_State *co, int status, lua_KContext ctx) {
+  (void)ctx;
+  lua_pushboolean(co, status == LUA_OK || status == LUA_YIELD);
+  lua_replace(co, 1);
+  return lua_gettop(co);
+}
+
+/* The body of every task coroutine: the user's function under a yieldable
+   pcall, so the coroutine always ends cleanly (reusable) and <close>
+   handlers may block while an error unwinds. Returns ok, values... */
+static int task_body(lua_State *co) {
+  int n = lua_gettop(co) - 1;
+  lua_pushcfunction(co, task_msgh);
+  lua_insert(co, 1);
+  return body_k(co, lua_pcallk(co, n, LUA_MULTRET, 1, 0, body_k), 0);
+}
+
+/* Gives the task a coroutine (from the pool at index `pool` of lp->L) with
+   its body, function and arguments pushed, ready for its first resume. */
+void loom_start(loom_loop *lp, loom_task *t, int pool) {
+  lua_State *L = lp->L, *co;
+  loom_state *S = lp->S;
+  int n = t->nargs, i;
+  loom_pushtask(L, t);
+  if (S->npool > 0) {
+    lua_rawgeti(L, pool, S->npool);
+    lua_pushnil(L);
+    lua_rawseti(L, pool, S->npool--);
+    co = lua_tothread(L, -1);
+  } else {
+    co = lua_newthread(L);
+  }
+  luaL_checkstack(L, n + 2, "too many arguments");
+  if (!lua_checkstack(co, n + 2)) luaL_error(L, "loom.spawn: too many arguments");
+  lua_pushcfunction(co, task_body);
+  lua_getiuservalue(L, -2, LOOM_UV_VALUE);
+  if (n == 1) {
+    lua_getiuservalue(L, -3, LOOM_UV_ARGS);
+  } else if (n > 1) {
+    int args = lua_gettop(L) + 1;
+    lua_getiuservalue(L, -3, LOOM_UV_ARGS);
+    for (i = 1; i <= n; i++) lua_rawgeti(L, args, i);
+    lua_remove(L, args);
+  }
+  lua_xmove(L, co, 1 + n);
+  lua_setiuservalue(L, -2, LOOM_UV_VALUE);
+  if (n > 0) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, LOOM_UV_ARGS);
+  }
+  lua_pop(L, 1);
+  t->co = co;
+  t->nargs = 1 + n;
+}
+
+/* Stores the outcome of a task that ended and wakes its awaiters. status
+   LUA_OK: the body returned (ok, values...), nres values on the coroutine;
+   another status: the error is on top of the coroutine, or, for a task that
+   never started, it is the pending cancellation. Only the driver passes
+   LUA_OK, and only then is the coroutine recycled into the pool at index 2. */
+void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
+  lua_State *L = lp->L, *co = t->co;
+  int T;
+  loom_pushtask(L, t);
+  T = lua_gettop(L);
+  if (status == LUA_OK && lua_toboolean(co, -nres)) {
+    int n = nres - 1, i;
+    t->state = LOOM_DONE;
+    t->nvalues = n;
+    if (n == 0) {
+      lua_pushnil(L);
+    } else if (n == 1) {
+      lua_xmove(co, L, 1);
+    } else {
+      luaL_checkstack(L, n + 1, "too many results");
+      lua_createtable(L, n, 0);
+      lua_xmove(co, L, n);
+      for (i = n; i >= 1; i--) lua_rawseti(L, T + 1, i);
+    }
+  } else {
+    if (co)
+      lua_xmove(co, L, 1);
+    else
+      lua_getiuservalue(L, T, LOOM_UV_CANCEL);
+    if (is_cancel_error(L, -1)) {
+      t->state = LOOM_CANCELLED;
+    } else {
+      t->state = LOOM_FAILED;
+      t->unretrieved = 1;
+      lua_getiuservalue(L, 1, 1); /* the loop's table of failed tasks */
+      lua_pushvalue(L, T);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
+    }
+  }
+  lua_setiuservalue(L, T, LOOM_UV_VALUE);
+  lua_pushnil(L);
+  lua_setiuservalue(L, T, LOOM_UV_ARGS);
+  lua_pushnil(L);
+  lua_setiuservalue(L, T, LOOM_UV_CANCEL);
+  if (co) {
+    if (status == LUA_OK && lp->S->npool < POOL_MAX) {
+      lua_settop(co, 0);
+      lua_pushthread(co);
+      lua_xmove(co, L, 1);
+      lua_rawseti(L, 2, ++lp->S->npool);
+    }
+    t->co = NULL;
+  }
+  t->cancel_pending = 0;
+  loom_list_remove(&t->live);
+  lp->nlive--;
+  while (!loom_list_empty(&t->awaiters))
+    loom_wake(lp, loom_container(t->awaiters.next, loom_task, wait), 0);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+  lua_settop(L, T - 1);
+}
+
+static void push_cancel_error(lua_State *L, int reason) {
+  lua_createtable(L, 0, 1);
+  if (!lua_isnoneornil(L, reason)) {
+    lua_pushvalue(L, reason);
+    lua_setfield(L, -2, "reason");
+  }
+  luaL_setmetatable(L, LOOM_CANCEL_MT);
+}
+
+/* Requests cancellation of t with the value at `reason` (may be nil).
+   A waiting or woken task raises at its current blocking call, any other
+   at its next one. Returns 0 if t had already ended. */
+int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason) {
+  if (loom_ended(t)) return 0;
+  if (t->cancel_pending || t->throwing) return 1;
+  push_cancel_error(L, reason);
+  if ((t->state == LOOM_WAITING || t->state == LOOM_READY) && t->kept >= 0) {
+    if (t->undo) {
+      t->undo(lp, t);
+      t->undo = NULL;
+    }
+    if (t->state == LOOM_READY) lua_settop(t->co, t->kept); /* its wake-up values */
+    lua_xmove(L, t->co, 1);
+    if (t->state == LOOM_WAITING) {
+      loom_throw(lp, t);
+    } else {
+      t->nargs = 1;
+      t->throwing = 1;
+    }
+  } else {
+    t->cancel_pending = 1;
+    loom_pushtask(L, t);
+    lua_insert(L, -2);
+    lua_setiuservalue(L, -2, LOOM_UV_CANCEL);
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+void loom_raise_pending(lua_State *L, loom_task *t) {
+  t->cancel_pending = 0;
+  loom_pushtask(L, t);
+  lua_getiuservalue(L, -1, LOOM_UV_CANCEL);
+  lua_pushnil(L);
+  lua_setiuservalue(L, -3, LOOM_UV_CANCEL);
+  lua_error(L);
+}
+
+/* Writes the unretrieved error of the task at idx to stderr, once. */
+void loom_report(lua_State *L, loom_task *t, int idx) {
+  const char *name, *err;
+  t->unretrieved = 0;
+  push_name(L, idx, t);
+  name = lua_tostring(L, -1);
+  lua_getiuservalue(L, idx, LOOM_UV_VALUE);
+  err = luaL_tolstring(L, -1, NULL);
+  fprintf(stderr, "loom: task '%s' failed and nobody retrieved its error:\n%s\n", name, err);
+  fflush(stderr);
+  lua_pop(L, 3);
+}
+
+/* Adds the failing task's traceback to a string error (once: an error
+   passed on through await keeps its first traceback). */
+static int task_msgh(lua_State *co) {
+  const char *msg = lua_tostring(co, 1);
+  loom_state *S;
+  if (lua_type(co, 1) != LUA_TSTRING || strstr(msg, "\nstack traceback") != NULL) return 1;
+  lua_getfield(co, LUA_REGISTRYINDEX, "loom.state");
+  S = lua_touserdata(co, -1);
+  if (S && S->loop && S->loop->current) {
+    loom_pushtask(co, S->loop->current);
+    push_name(co, lua_gettop(co), S->loop->current);
+  } else {
+    lua_pushliteral(co, "?");
+  }
+  luaL_traceback(co, co, NULL, 1);
+  lua_pushfstring(co, "%s\nstack traceback of task '%s':%s", msg, lua_tostring(co, -2),
+                  lua_tostring(co, -1) + strlen("stack traceback:"));
+  return 1;
+}
+
+static int push_values(lua_State *L, loom_task *t) {
+  int i;
+  if (t->nvalues == 0) return 0;
+  lua_getiuservalue(L, 1, LOOM_UV_VALUE);
+  if (t->nvalues == 1) return 1;
+  luaL_checkstack(L, t->nvalues, "too many results");
+  for (i = 1; i <= t->nvalues; i++) lua_rawgeti(L, -i, i);
+  return t->nvalues;
+}
+
+/* The outcome of the ended task at index 1: its values, or raises its error. */
+static int outcome(lua_State *L, loom_task *t) {
+  if (t->state == LOOM_DONE) return push_values(L, t);
+  t->unretrieved = 0;
+  lua_getiuservalue(L, 1, LOOM_UV_VALUE);
+  return lua_error(L);
+}
+
+static int await_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, await_k);
+  return outcome(L, checktask(L, 1));
+}
+
+/* task:await(): blocks until the task ends; its results, or raises its error
+   (the same value) or its cancellation error. May block. */
+static int t_await(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  loom_task *t = checktask(L, 1);
+  loom_task *me = loom_checkrunning(L, S, "await");
+  if (!loom_ended(t)) {
+    if (t == me) return luaL_error(L, "await: a task cannot await itself");
+    lua_settop(L, 1);
+    loom_suspend(L, me);
+    loom_list_append(&t->awaiters, &me->wait);
+    return loom_yield(L, me, await_k);
+  }
+  return outcome(L, t);
+}
+
+/* task:cancel([reason]): requests cancellation; false if the task had ended.
+   Never blocks. */
+static int t_cancel(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  loom_task *t = checktask(L, 1);
+  if (loom_ended(t) || S->loop == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushboolean(L, loom_cancel(L, S->loop, t, 2));
+  return 1;
+}
+
+/* task:done(): true once the task has ended, however it ended. */
+static int t_done(lua_State *L) {
+  lua_pushboolean(L, loom_ended(checktask(L, 1)));
+  return 1;
+}
+
+/* task:cancelled(): true if the task ended by its cancellation error. */
+static int t_cancelled(lua_State *L) {
+  lua_pushboolean(L, checktask(L, 1)->state == LOOM_CANCELLED);
+  return 1;
+}
+
+/* task:result(): the results of an ended task, or raises its error; raises
+   if it has not ended. Never blocks. */
+static int t_result(lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  if (!loom_ended(t)) return luaL_error(L, "result: task is not done (use await to wait for it)");
+  return outcome(L, t);
+}
+
+/* task:error(): the error value a task ended with (its cancellation error if
+   it was cancelled), else nil. Never blocks. */
+static int t_error(lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  if (t->state != LOOM_FAILED && t->state != LOOM_CANCELLED) return 0;
+  t->unretrieved = 0;
+  lua_getiuservalue(L, 1, LOOM_UV_VALUE);
+  return 1;
+}
+
+static int t_index(lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "name") == 0) {
+    push_name(L, 1, t);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(2));
+  return 1;
+}
+
+static int t_newindex(lua_State *L) {
+  const char *k = lua_tostring(L, 2);
+  checktask(L, 1);
+  if (k == NULL || strcmp(k, "name") != 0)
+    return luaL_error(L, "cannot set field '%s' of a task (only 'name')", luaL_tolstring(L, 2, NULL));
+  luaL_argexpected(L, lua_type(L, 3) == LUA_TSTRING, 3, "string");
+  lua_settop(L, 3);
+  lua_setiuservalue(L, 1, LOOM_UV_NAME);
+  return 0;
+}
+
+static int t_tostring(lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  push_name(L, 1, t);
+  lua_pushfstring(L, "loom.Task '%s' (%s)", lua_tostring(L, -1), state_names[t->state]);
+  return 1;
+}
+
+static int t_gc(lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  if (t->unretrieved) loom_report(L, t, 1);
+  return 0;
+}
+
+/* loom.spawn(fn, ...): a new task running fn(...), queued behind the ready
+   tasks (never run inline). Never blocks. */
+static int l_spawn(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (S->loop == NULL) return luaL_error(L, "loom.spawn: not inside a task (wrap the program in loom.run)");
+  loom_newtask(L, S, 1, lua_gettop(L) - 1);
+  return 1;
+}
+
+/* loom.current(): the running task, or nil outside a task. */
+static int l_current(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  if (S->loop == NULL || S->loop->current == NULL) return 0;
+  loom_pushtask(L, S->loop->current);
+  return 1;
+}
+
+/* loom.is_cancelled(err): true for a cancellation error value. */
+static int l_is_cancelled(lua_State *L) {
+  lua_pushboolean(L, is_cancel_error(L, 1));
+  return 1;
+}
+
+static int c_tostring(lua_State *L) {
+  if (lua_getfield(L, 1, "reason") == LUA_TNIL) {
+    lua_pushliteral(L, "cancelled");
+    return 1;
+  }
+  lua_pushfstring(L, "cancelled: %s", luaL_tolstring(L, -1, NULL));
+  return 1;
+}
+
+/* Expects [state, module] on the stack. */
+void loom_open_task(lua_State *L) {
+  static const luaL_Reg methods[] = {{"await", t_await},   {"cancel", t_cancel},
+                                     {"done", t_done},     {"cancelled", t_cancelled},
+                                     {"result", t_result}, {"error", t_error},
+                                     {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__index", t_index},
+                                  {"__newindex", t_newindex},
+                                  {"__tostring", t_tostring},
+                                  {"__gc", t_gc},
+                                  {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"spawn", l_spawn},
+                                   {"current", l_current},
+                                   {"is_cancelled", l_is_cancelled},
+                                   {NULL, NULL}};
+  luaL_newmetatable(L, LOOM_CANCEL_MT);
+  lua_pushcfunction(L, c_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LOOM_TASK);
+  lua_pushvalue(L, -3);
+  lua_createtable(L, 0, 8);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1); /* [S, mod, mt, S, methods] */
+  luaL_setfuncs(L, meta, 2);
+  lua_pop(L, 1);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, funcs, 1);
+}
