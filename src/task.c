@@ -265,9 +265,9 @@ void loom_report(lua_State *L, loom_task *t, int idx) {
 /* Adds the failing task's traceback to a string error (once: an error
    passed on through await keeps its first traceback). */
 static int task_msgh(lua_State *co) {
-  const char *msg = lua_tostring(co, 1);
+  const char *msg = lua_type(co, 1) == LUA_TSTRING ? lua_tostring(co, 1) : NULL;
   loom_state *S;
-  if (lua_type(co, 1) != LUA_TSTRING || strstr(msg, "\nstack traceback") != NULL) return 1;
+  if (msg == NULL || strstr(msg, "\nstack traceback") != NULL) return 1;
   lua_getfield(co, LUA_REGISTRYINDEX, "loom.state");
   S = lua_touserdata(co, -1);
   if (S && S->loop && S->loop->current) {

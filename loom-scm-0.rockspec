@@ -1,0 +1,32 @@
+package = "loom"
+version = "scm-0"
+source = {
+  url = "git+https://github.com/loom-lua/loom.git",
+}
+description = {
+  summary = "Asyncio-style concurrency for Lua 5.4 on libuv",
+  detailed = [[
+    Tasks, sleep, cancellation, gather, timeouts, locks, queues, TCP, files,
+    processes and HTTP as plain blocking-looking calls inside coroutines,
+    driven by a scheduler written in C on libuv.
+  ]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["loom"] = "lua/loom/init.lua",
+    ["loom.core"] = {
+      sources = { "src/core.c", "src/sched.c", "src/task.c", "src/timer.c" },
+      libraries = { "uv" },
+      incdirs = { "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)" },
+    },
+  },
+}

@@ -1,0 +1,53 @@
+-- Shared test helpers (loaded by busted through .busted, and required by specs).
+local loom = require "loom"
+local core = require "loom.core"
+
+local helper = {}
+
+--- Runs body(...) as the main task of loom.run with a hard time limit
+-- (seconds, default 5); failures re-raise with the task's traceback, and a
+-- test that leaves a libuv handle open fails. Returns body's results.
+function helper.run(body, limit, ...)
+  limit = limit or 5
+  local results = table.pack(loom.run(function(...)
+    local main = loom.current()
+    local dog = loom.spawn(function()
+      loom.sleep(limit)
+      main:cancel(("test timed out after %g s"):format(limit))
+    end)
+    dog.name = "watchdog"
+    local r = table.pack(body(...))
+    dog:cancel()
+    return table.unpack(r, 1, r.n)
+  end, ...))
+  local left = core._last_handles()
+  if left ~= 0 then error(("%d libuv handle(s) left open"):format(left), 2) end
+  return table.unpack(results, 1, results.n)
+end
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+--- Runs a Lua 5.4 script in a child process with loom on its paths; returns
+-- its output (stdout and stderr together) and its exit status. `opts.file`
+-- names a script file instead, `opts.env` is a "NAME=value ..." prefix.
+function helper.lua(script, opts)
+  opts = opts or {}
+  local cmd = ("%s LUA_PATH=%s LUA_CPATH=%s lua5.4 %s 2>&1"):format(opts.env or "",
+    shell_quote(package.path), shell_quote(package.cpath),
+    opts.file and shell_quote(opts.file) or ("-e " .. shell_quote(script)))
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+--- Seconds taken by fn(...).
+function helper.elapsed(fn, ...)
+  local t0 = loom.now()
+  fn(...)
+  return loom.now() - t0
+end
+
+return helper
