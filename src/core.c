@@ -13,12 +13,23 @@ static int l_last_handles(lua_State *L) {
   return 1;
 }
 
+static int state_gc(lua_State *L) {
+  loom_free_slots(lua_touserdata(L, 1));
+  return 0;
+}
+
 int luaopen_loom_core(lua_State *L) {
   static const luaL_Reg funcs[] = {{"run", loom_run}, {"_last_handles", l_last_handles}, {NULL, NULL}};
-  loom_state *S = lua_newuserdatauv(L, sizeof *S, 1);
+  loom_state *S = lua_newuserdatauv(L, sizeof *S, LOOM_SUV_NUV);
   memset(S, 0, sizeof *S);
-  lua_newtable(L); /* the coroutine pool */
-  lua_setiuservalue(L, -2, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, LOOM_SUV_POOL);
+  lua_newtable(L); /* the slot table: anchors every live task */
+  S->slots_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, "loom.state");
   lua_newtable(L);

@@ -64,9 +64,15 @@ enum {
 enum {
   LOOM_UV_VALUE = 1, /* function before start, coroutine while live, results after */
   LOOM_UV_ARGS,      /* the argument (one) or a table of them (several) until start */
-  LOOM_UV_NAME,
-  LOOM_UV_CANCEL,    /* the cancellation error not yet delivered */
-  LOOM_TASK_NUV = LOOM_UV_CANCEL
+  LOOM_UV_EXTRA,     /* nil, or a table of rarely set fields: name, cancel, report */
+  LOOM_TASK_NUV = LOOM_UV_EXTRA
+};
+
+/* Uservalues of the module state userdata. */
+enum {
+  LOOM_SUV_POOL = 1, /* idle coroutines, 1..npool */
+  LOOM_SUV_TASKMT,   /* the loom.Task metatable */
+  LOOM_SUV_NUV = LOOM_SUV_TASKMT
 };
 
 typedef struct loom_task loom_task;
@@ -80,7 +86,7 @@ struct loom_task {
   /* Called when a waiting or woken task is cancelled, so that a primitive can
      take back what it handed over (a queue item, a lock). */
   void (*undo)(loom_loop *lp, loom_task *t);
-  int ref;     /* registry reference anchoring the userdata while live */
+  int slot;    /* index in the slot table anchoring the userdata while live */
   int nargs;   /* values to pass on the next resume */
   int kept;    /* stack slots the blocked C function kept across its yield */
   int nvalues; /* results stored once done */
@@ -93,8 +99,12 @@ struct loom_task {
 };
 
 typedef struct loom_state {
-  loom_loop *loop; /* the running loop, NULL outside loom.run */
-  int npool;       /* idle coroutines in the pool (uservalue 1) */
+  loom_loop *loop;      /* the running loop, NULL outside loom.run */
+  const void *task_mt;  /* identity of the loom.Task metatable: a cheap type check */
+  int npool;            /* idle coroutines in the pool */
+  int slots_ref;        /* registry reference of the slot table */
+  int nslots;           /* slots ever used */
+  int *free_slots, nfree, cap_free;
   unsigned next_id;
   int last_handles; /* handles the last loom.run found still open at its end */
 } loom_state;
@@ -117,6 +127,9 @@ struct loom_loop {
 
 #define loom_getstate(L) ((loom_state *)lua_touserdata((L), lua_upvalueindex(1)))
 
+/* Stack layout of the driver (sched.c), which loom_start/loom_finish use. */
+enum { LOOM_DRV_LOOP = 1, LOOM_DRV_POOL, LOOM_DRV_SLOTS };
+
 /* sched.c */
 void loom_ready(loom_loop *lp, loom_task *t);
 void loom_wake(loom_loop *lp, loom_task *t, int nargs);
@@ -129,11 +142,13 @@ int loom_run(lua_State *L);
 
 /* task.c */
 loom_task *loom_newtask(lua_State *L, loom_state *S, int fidx, int nargs);
-int loom_pushtask(lua_State *L, loom_task *t);
+loom_task *loom_totask(lua_State *L, loom_state *S, int idx);
+void loom_pushtask(lua_State *L, loom_state *S, loom_task *t);
+void loom_free_slots(loom_state *S);
 void loom_finish(loom_loop *lp, loom_task *t, int status, int nres);
-void loom_start(loom_loop *lp, loom_task *t, int pool);
+void loom_start(loom_loop *lp, loom_task *t);
 int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason);
-void loom_raise_pending(lua_State *L, loom_task *t);
+void loom_raise_pending(lua_State *L, loom_state *S, loom_task *t);
 void loom_report(lua_State *L, loom_task *t, int idx);
 void loom_open_task(lua_State *L);
 

@@ -7,8 +7,8 @@
 #include <string.h>
 #include "loom.h"
 
-#define POOL_IDX 2       /* the coroutine pool, on the driver's stack */
 #define SLICE_NS 1000000 /* poll I/O at least this often while tasks are ready */
+#define MAIN_IDX 4       /* the main task, on loom.run's stack after LOOM_DRV_* */
 
 void loom_ready(loom_loop *lp, loom_task *t) {
   t->next_ready = NULL;
@@ -50,7 +50,7 @@ loom_task *loom_checkrunning(lua_State *L, loom_state *S, const char *fname) {
   if (!lua_isyieldable(L))
     luaL_error(L, "%s: cannot block here (inside a metamethod, iterator or C call that cannot yield)",
                fname);
-  if (t->cancel_pending) loom_raise_pending(L, t);
+  if (t->cancel_pending) loom_raise_pending(L, S, t);
   return t;
 }
 
@@ -84,7 +84,7 @@ static void step(loom_loop *lp, loom_task *t) {
       loom_finish(lp, t, LUA_ERRRUN, 0);
       return;
     }
-    loom_start(lp, t, POOL_IDX);
+    loom_start(lp, t);
   }
   t->state = LOOM_RUNNING;
   lp->current = t;
@@ -147,9 +147,9 @@ static void deadlock(loom_loop *lp) {
   }
 }
 
+/* Runs with the stack [loop, pool, slots] (LOOM_DRV_*). */
 static int driver(lua_State *L) {
-  loom_loop *lp = lua_touserdata(L, 1);
-  lua_getiuservalue(L, lua_upvalueindex(1), 1); /* POOL_IDX */
+  loom_loop *lp = lua_touserdata(L, LOOM_DRV_LOOP);
   for (;;) {
     uint64_t now;
     run_ready(lp);
@@ -241,15 +241,20 @@ int loom_run(lua_State *L) {
   lp->L = L;
   loom_list_init(&lp->live);
   S->loop = lp;
-  lp->main = loom_newtask(L, S, 2, nargs); /* pushes the main task */
+  lua_getiuservalue(L, lua_upvalueindex(1), LOOM_SUV_POOL);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->slots_ref);
+  lua_rotate(L, 2, 2); /* [lp, pool, slots, fn, args...] */
+  lp->main = loom_newtask(L, S, 4, nargs);
   lua_pushliteral(L, "main");
-  lua_setiuservalue(L, -2, LOOM_UV_NAME);
-  lua_replace(L, 2); /* [lp, main] */
-  lua_settop(L, 2);
+  lua_setfield(L, -2, "name");
+  lua_replace(L, MAIN_IDX);
+  lua_settop(L, MAIN_IDX);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushcclosure(L, driver, 1);
-  lua_pushvalue(L, 1);
-  status = lua_pcall(L, 1, 0, 0);
+  lua_pushvalue(L, LOOM_DRV_LOOP);
+  lua_pushvalue(L, LOOM_DRV_POOL);
+  lua_pushvalue(L, LOOM_DRV_SLOTS);
+  status = lua_pcall(L, 3, 0, 0);
   if (status != LUA_OK) abandon(lp);
   S->loop = NULL;
   teardown(lp);
@@ -259,8 +264,8 @@ int loom_run(lua_State *L) {
   lua_pop(L, 1);
   if (status != LUA_OK) return lua_error(L);
   base = lua_gettop(L);
-  lua_getfield(L, 2, "result");
-  lua_pushvalue(L, 2);
+  lua_getfield(L, MAIN_IDX, "result");
+  lua_pushvalue(L, MAIN_IDX);
   lua_call(L, 1, LUA_MULTRET);
   return lua_gettop(L) - base;
 }

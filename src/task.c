@@ -4,20 +4,56 @@
  * the non-blocking accessors, and the report of errors nobody retrieved.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "loom.h"
 
 #define POOL_MAX 256 /* idle coroutines kept for reuse */
+#define LOOM_REPORT_MT "loom.UnretrievedError"
 
 static const char *const state_names[] = {"new",  "ready",  "running",  "waiting",
                                           "done", "failed", "cancelled"};
 
-static loom_task *checktask(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, LOOM_TASK);
+/* The task at idx, or a "loom.Task expected" argument error. Compares the
+   metatable's identity instead of looking its name up in the registry. */
+loom_task *loom_totask(lua_State *L, loom_state *S, int idx) {
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == S->task_mt) return p;
+  }
+  luaL_typeerror(L, idx, LOOM_TASK);
+  return NULL;
 }
 
-int loom_pushtask(lua_State *L, loom_task *t) {
-  return lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+#define checktask(L, idx) loom_totask((L), loom_getstate(L), (idx))
+
+void loom_pushtask(lua_State *L, loom_state *S, loom_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->slots_ref);
+  lua_rawgeti(L, -1, t->slot);
+  lua_remove(L, -2);
+}
+
+static int take_slot(loom_state *S) {
+  return S->nfree > 0 ? S->free_slots[--S->nfree] : ++S->nslots;
+}
+
+static void give_slot(loom_state *S, int slot) {
+  if (S->nfree == S->cap_free) {
+    int cap = S->cap_free ? S->cap_free * 2 : 256;
+    int *f = realloc(S->free_slots, (size_t)cap * sizeof *f);
+    if (f == NULL) return; /* the slot is only lost for reuse */
+    S->free_slots = f;
+    S->cap_free = cap;
+  }
+  S->free_slots[S->nfree++] = slot;
+}
+
+void loom_free_slots(loom_state *S) {
+  free(S->free_slots);
+  S->free_slots = NULL;
+  S->nfree = S->cap_free = 0;
 }
 
 static int is_cancel_error(lua_State *L, int idx) {
@@ -29,9 +65,31 @@ static int is_cancel_error(lua_State *L, int idx) {
   return yes;
 }
 
+/* Pushes field k of the task's table of rare fields (nil if none). */
+static int get_extra(lua_State *L, int idx, const char *k) {
+  if (lua_getiuservalue(L, idx, LOOM_UV_EXTRA) != LUA_TTABLE) return LUA_TNIL;
+  lua_getfield(L, -1, k);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+
+/* Sets field k of the task's rare fields to the value on top (popped). */
+static void set_extra(lua_State *L, int idx, const char *k) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, LOOM_UV_EXTRA) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, LOOM_UV_EXTRA);
+  }
+  lua_insert(L, -2);
+  lua_setfield(L, -2, k);
+  lua_pop(L, 1);
+}
+
 /* Pushes the task's name: the one set, or "task-<id>". */
 static void push_name(lua_State *L, int idx, loom_task *t) {
-  if (lua_getiuservalue(L, idx, LOOM_UV_NAME) == LUA_TNIL) {
+  if (get_extra(L, idx, "name") == LUA_TNIL) {
     lua_pop(L, 1);
     lua_pushfstring(L, "task-%d", (int)t->id);
   }
@@ -44,7 +102,8 @@ static void task_timer_fire(loom_loop *lp, loom_timer *tm) {
 }
 
 /* Creates a task running the function at fidx with the nargs values after
-   it, queues it to start, and pushes it. */
+   it, queues it to start, and pushes it. Called only from C functions whose
+   first upvalue is the module state. */
 loom_task *loom_newtask(lua_State *L, loom_state *S, int fidx, int nargs) {
   loom_loop *lp = S->loop;
   loom_task *t = lua_newuserdatauv(L, sizeof *t, LOOM_TASK_NUV);
@@ -52,9 +111,9 @@ loom_task *loom_newtask(lua_State *L, loom_state *S, int fidx, int nargs) {
   memset(t, 0, sizeof *t);
   t->timer.idx = -1;
   t->timer.fire = task_timer_fire;
-  t->ref = LUA_NOREF;
   loom_list_init(&t->awaiters);
-  luaL_setmetatable(L, LOOM_TASK);
+  lua_getiuservalue(L, lua_upvalueindex(1), LOOM_SUV_TASKMT);
+  lua_setmetatable(L, -2);
   lua_pushvalue(L, fidx);
   lua_setiuservalue(L, -2, LOOM_UV_VALUE);
   if (nargs == 1) {
@@ -68,8 +127,11 @@ loom_task *loom_newtask(lua_State *L, loom_state *S, int fidx, int nargs) {
     }
     lua_setiuservalue(L, -2, LOOM_UV_ARGS);
   }
-  lua_pushvalue(L, -1);
-  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->slot = take_slot(S);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->slots_ref);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
   t->id = ++S->next_id;
   t->nargs = nargs;
   t->state = LOOM_NEW;
@@ -98,17 +160,16 @@ static int task_body(lua_State *co) {
   return body_k(co, lua_pcallk(co, n, LUA_MULTRET, 1, 0, body_k), 0);
 }
 
-/* Gives the task a coroutine (from the pool at index `pool` of lp->L) with
-   its body, function and arguments pushed, ready for its first resume. */
-void loom_start(loom_loop *lp, loom_task *t, int pool) {
+/* Gives the task a coroutine (from the pool when one is idle) with its
+   body, function and arguments pushed, ready for its first resume. Runs in
+   the driver's frame. Pool entries above npool are stale and harmless. */
+void loom_start(loom_loop *lp, loom_task *t) {
   lua_State *L = lp->L, *co;
   loom_state *S = lp->S;
   int n = t->nargs, i;
-  loom_pushtask(L, t);
+  lua_rawgeti(L, LOOM_DRV_SLOTS, t->slot);
   if (S->npool > 0) {
-    lua_rawgeti(L, pool, S->npool);
-    lua_pushnil(L);
-    lua_rawseti(L, pool, S->npool--);
+    lua_rawgeti(L, LOOM_DRV_POOL, S->npool--);
     co = lua_tothread(L, -1);
   } else {
     co = lua_newthread(L);
@@ -136,15 +197,28 @@ void loom_start(loom_loop *lp, loom_task *t, int pool) {
   t->nargs = 1 + n;
 }
 
+/* A failed task carries a small finalized sentinel that points back at it:
+   when both become garbage, the sentinel reports the error if nobody has
+   retrieved it. Tasks themselves have no __gc, which keeps them cheap. */
+static void arm_report(lua_State *L, int T) {
+  lua_newuserdatauv(L, 0, 1);
+  lua_pushvalue(L, T);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, LOOM_REPORT_MT);
+  set_extra(L, T, "report");
+}
+
 /* Stores the outcome of a task that ended and wakes its awaiters. status
    LUA_OK: the body returned (ok, values...), nres values on the coroutine;
    another status: the error is on top of the coroutine, or, for a task that
-   never started, it is the pending cancellation. Only the driver passes
-   LUA_OK, and only then is the coroutine recycled into the pool at index 2. */
+   never started, it is the pending cancellation. Runs with the driver's
+   stack layout; only the driver passes LUA_OK, and then the coroutine is
+   recycled. */
 void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
   lua_State *L = lp->L, *co = t->co;
+  loom_state *S = lp->S;
   int T;
-  loom_pushtask(L, t);
+  lua_rawgeti(L, LOOM_DRV_SLOTS, t->slot);
   T = lua_gettop(L);
   if (status == LUA_OK && lua_toboolean(co, -nres)) {
     int n = nres - 1, i;
@@ -164,13 +238,14 @@ void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
     if (co)
       lua_xmove(co, L, 1);
     else
-      lua_getiuservalue(L, T, LOOM_UV_CANCEL);
+      get_extra(L, T, "cancel");
     if (is_cancel_error(L, -1)) {
       t->state = LOOM_CANCELLED;
     } else {
       t->state = LOOM_FAILED;
       t->unretrieved = 1;
-      lua_getiuservalue(L, 1, 1); /* the loop's table of failed tasks */
+      arm_report(L, T);
+      lua_getiuservalue(L, LOOM_DRV_LOOP, 1); /* the loop's table of failed tasks */
       lua_pushvalue(L, T);
       lua_pushboolean(L, 1);
       lua_rawset(L, -3);
@@ -178,26 +253,31 @@ void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
     }
   }
   lua_setiuservalue(L, T, LOOM_UV_VALUE);
-  lua_pushnil(L);
-  lua_setiuservalue(L, T, LOOM_UV_ARGS);
-  lua_pushnil(L);
-  lua_setiuservalue(L, T, LOOM_UV_CANCEL);
+  if (t->cancel_pending) {
+    t->cancel_pending = 0;
+    lua_pushnil(L);
+    set_extra(L, T, "cancel");
+  }
   if (co) {
-    if (status == LUA_OK && lp->S->npool < POOL_MAX) {
+    if (status == LUA_OK && S->npool < POOL_MAX) {
       lua_settop(co, 0);
       lua_pushthread(co);
       lua_xmove(co, L, 1);
-      lua_rawseti(L, 2, ++lp->S->npool);
+      lua_rawseti(L, LOOM_DRV_POOL, ++S->npool);
     }
     t->co = NULL;
+  } else if (t->nargs > 0) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, T, LOOM_UV_ARGS);
   }
-  t->cancel_pending = 0;
   loom_list_remove(&t->live);
   lp->nlive--;
   while (!loom_list_empty(&t->awaiters))
     loom_wake(lp, loom_container(t->awaiters.next, loom_task, wait), 0);
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-  t->ref = LUA_NOREF;
+  lua_pushnil(L);
+  lua_rawseti(L, LOOM_DRV_SLOTS, t->slot);
+  give_slot(S, t->slot);
+  t->slot = 0;
   lua_settop(L, T - 1);
 }
 
@@ -232,20 +312,20 @@ int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason) {
     }
   } else {
     t->cancel_pending = 1;
-    loom_pushtask(L, t);
+    loom_pushtask(L, lp->S, t);
     lua_insert(L, -2);
-    lua_setiuservalue(L, -2, LOOM_UV_CANCEL);
+    set_extra(L, -2, "cancel");
     lua_pop(L, 1);
   }
   return 1;
 }
 
-void loom_raise_pending(lua_State *L, loom_task *t) {
+void loom_raise_pending(lua_State *L, loom_state *S, loom_task *t) {
   t->cancel_pending = 0;
-  loom_pushtask(L, t);
-  lua_getiuservalue(L, -1, LOOM_UV_CANCEL);
+  loom_pushtask(L, S, t);
+  get_extra(L, -1, "cancel");
   lua_pushnil(L);
-  lua_setiuservalue(L, -3, LOOM_UV_CANCEL);
+  set_extra(L, -3, "cancel");
   lua_error(L);
 }
 
@@ -271,7 +351,7 @@ static int task_msgh(lua_State *co) {
   lua_getfield(co, LUA_REGISTRYINDEX, "loom.state");
   S = lua_touserdata(co, -1);
   if (S && S->loop && S->loop->current) {
-    loom_pushtask(co, S->loop->current);
+    loom_pushtask(co, S, S->loop->current);
     push_name(co, lua_gettop(co), S->loop->current);
   } else {
     lua_pushliteral(co, "?");
@@ -365,26 +445,21 @@ static int t_error(lua_State *L) {
   return 1;
 }
 
+/* Methods first (the hot path: t:await()), then the `name` field. */
 static int t_index(lua_State *L) {
-  loom_task *t = checktask(L, 1);
-  const char *k = lua_tostring(L, 2);
-  if (k && strcmp(k, "name") == 0) {
-    push_name(L, 1, t);
-    return 1;
-  }
   lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(2));
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
+  if (lua_rawequal(L, 2, lua_upvalueindex(3))) push_name(L, 1, checktask(L, 1));
   return 1;
 }
 
 static int t_newindex(lua_State *L) {
-  const char *k = lua_tostring(L, 2);
   checktask(L, 1);
-  if (k == NULL || strcmp(k, "name") != 0)
+  if (!lua_rawequal(L, 2, lua_upvalueindex(3)))
     return luaL_error(L, "cannot set field '%s' of a task (only 'name')", luaL_tolstring(L, 2, NULL));
   luaL_argexpected(L, lua_type(L, 3) == LUA_TSTRING, 3, "string");
   lua_settop(L, 3);
-  lua_setiuservalue(L, 1, LOOM_UV_NAME);
+  set_extra(L, 1, "name");
   return 0;
 }
 
@@ -395,9 +470,12 @@ static int t_tostring(lua_State *L) {
   return 1;
 }
 
-static int t_gc(lua_State *L) {
-  loom_task *t = checktask(L, 1);
-  if (t->unretrieved) loom_report(L, t, 1);
+static int report_gc(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  if (lua_type(L, -1) == LUA_TUSERDATA) {
+    loom_task *t = lua_touserdata(L, -1);
+    if (t->unretrieved) loom_report(L, t, lua_gettop(L));
+  }
   return 0;
 }
 
@@ -415,7 +493,7 @@ static int l_spawn(lua_State *L) {
 static int l_current(lua_State *L) {
   loom_state *S = loom_getstate(L);
   if (S->loop == NULL || S->loop->current == NULL) return 0;
-  loom_pushtask(L, S->loop->current);
+  loom_pushtask(L, S, S->loop->current);
   return 1;
 }
 
@@ -443,22 +521,30 @@ void loom_open_task(lua_State *L) {
   static const luaL_Reg meta[] = {{"__index", t_index},
                                   {"__newindex", t_newindex},
                                   {"__tostring", t_tostring},
-                                  {"__gc", t_gc},
                                   {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"spawn", l_spawn},
                                    {"current", l_current},
                                    {"is_cancelled", l_is_cancelled},
                                    {NULL, NULL}};
+  loom_state *S = lua_touserdata(L, -2);
   luaL_newmetatable(L, LOOM_CANCEL_MT);
   lua_pushcfunction(L, c_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  luaL_newmetatable(L, LOOM_TASK);
+  luaL_newmetatable(L, LOOM_REPORT_MT);
+  lua_pushcfunction(L, report_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LOOM_TASK); /* [S, mod, mt] */
+  S->task_mt = lua_topointer(L, -1);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, -4, LOOM_SUV_TASKMT);
   lua_pushvalue(L, -3);
   lua_createtable(L, 0, 8);
   lua_pushvalue(L, -2);
-  luaL_setfuncs(L, methods, 1); /* [S, mod, mt, S, methods] */
-  luaL_setfuncs(L, meta, 2);
+  luaL_setfuncs(L, methods, 1);  /* [S, mod, mt, S, methods] */
+  lua_pushliteral(L, "name");
+  luaL_setfuncs(L, meta, 3);
   lua_pop(L, 1);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);

@@ -1,0 +1,45 @@
+-- Scheduler microbenchmarks on loom, the same work as ../shared/bench/micro_*.
+-- usage: lua5.4 bench/micro.lua spawn|pingpong|sleepers
+local loom = require "loom"
+local N_SPAWN, N_PING, N_SLEEP = 100000, 200000, 100000
+local benches = {}
+
+-- 100,000 tasks that return at once, all awaited.
+function benches.spawn()
+  local function one() return 1 end
+  local ts = {}
+  for i = 1, N_SPAWN do ts[i] = loom.spawn(one) end
+  local sum = 0
+  for i = 1, N_SPAWN do sum = sum + ts[i]:await() end
+  assert(sum == N_SPAWN)
+end
+
+-- 200,000 round trips between two tasks over two queues of size 1.
+function benches.pingpong()
+  local a, b = loom.queue(1), loom.queue(1)
+  local ponger = loom.spawn(function()
+    for _ = 1, N_PING do b:put(a:get()) end
+  end)
+  for i = 1, N_PING do
+    a:put(i)
+    assert(b:get() == i)
+  end
+  ponger:await()
+end
+
+-- 100,000 tasks sleeping a random 0-1 s.
+function benches.sleepers()
+  math.randomseed(1)
+  local function sleeper(d) loom.sleep(d) end
+  local ts = {}
+  for i = 1, N_SLEEP do ts[i] = loom.spawn(sleeper, math.random()) end
+  for i = 1, N_SLEEP do ts[i]:await() end
+end
+
+local which = arg[1]
+local n = ({ spawn = N_SPAWN, pingpong = N_PING, sleepers = N_SLEEP })[which]
+assert(n, "usage: micro.lua spawn|pingpong|sleepers")
+local t0 = loom.now()
+loom.run(benches[which])
+local el = loom.now() - t0
+print(string.format("%s n=%d seconds=%.3f per_op_us=%.2f", which, n, el, el / n * 1e6))
