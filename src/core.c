@@ -35,6 +35,8 @@ int luaopen_loom_core(lua_State *L) {
   lua_newtable(L);
   loom_open_task(L);
   loom_open_timer(L);
+  loom_open_sync(L);
+  loom_open_queue(L);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
   return 1;

@@ -83,9 +83,11 @@ struct loom_task {
   loom_link live;     /* in the loop's list of live tasks */
   loom_link awaiters; /* tasks blocked in this task's await */
   loom_timer timer;
-  /* Called when a waiting or woken task is cancelled, so that a primitive can
-     take back what it handed over (a queue item, a lock). */
-  void (*undo)(loom_loop *lp, loom_task *t);
+  /* Called when a task blocked in a primitive is cancelled before it resumed,
+     whether it was still waiting (state LOOM_WAITING) or already handed
+     something (LOOM_READY: a queue item, a permit), which it must take back. */
+  void (*undo)(lua_State *L, loom_loop *lp, loom_task *t);
+  void *waitobj; /* what the task is blocked on, for undo */
   int slot;    /* index in the slot table anchoring the userdata while live */
   int nargs;   /* values to pass on the next resume */
   int kept;    /* stack slots the blocked C function kept across its yield */
@@ -130,6 +132,11 @@ struct loom_loop {
 /* Stack layout of the driver (sched.c), which loom_start/loom_finish use. */
 enum { LOOM_DRV_LOOP = 1, LOOM_DRV_POOL, LOOM_DRV_SLOTS };
 
+/* Checks that `arg` is a full userdata whose metatable is the one at index
+   `mtidx` (an upvalue, typically): cheaper than luaL_checkudata's registry
+   lookup by name, with the same error message. */
+void *loom_checkudata(lua_State *L, int arg, int mtidx);
+
 /* sched.c */
 void loom_ready(loom_loop *lp, loom_task *t);
 void loom_wake(loom_loop *lp, loom_task *t, int nargs);
@@ -159,5 +166,9 @@ void loom_timers_fire(loom_loop *lp, uint64_t now);
 void loom_timers_arm(loom_loop *lp, uint64_t now);
 uint64_t loom_deadline(lua_State *L, int arg);
 void loom_open_timer(lua_State *L);
+
+/* sync.c, queue.c */
+void loom_open_sync(lua_State *L);
+void loom_open_queue(lua_State *L);
 
 #endif

@@ -58,6 +58,7 @@ void loom_suspend(lua_State *L, loom_task *t) {
   t->state = LOOM_WAITING;
   t->kept = lua_gettop(L);
   t->timed_out = 0;
+  t->undo = NULL;
 }
 
 /* First call of every continuation. Only the scheduler's resume of the task

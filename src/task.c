@@ -27,6 +27,18 @@ loom_task *loom_totask(lua_State *L, loom_state *S, int idx) {
   return NULL;
 }
 
+void *loom_checkudata(lua_State *L, int arg, int mtidx) {
+  void *p = lua_touserdata(L, arg);
+  if (p != NULL && lua_getmetatable(L, arg)) {
+    int same = lua_rawequal(L, -1, mtidx);
+    lua_pop(L, 1);
+    if (same) return p;
+  }
+  lua_getfield(L, mtidx, "__name");
+  luaL_typeerror(L, arg, lua_tostring(L, -1));
+  return NULL;
+}
+
 #define checktask(L, idx) loom_totask((L), loom_getstate(L), (idx))
 
 void loom_pushtask(lua_State *L, loom_state *S, loom_task *t) {
@@ -299,7 +311,7 @@ int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason) {
   push_cancel_error(L, reason);
   if ((t->state == LOOM_WAITING || t->state == LOOM_READY) && t->kept >= 0) {
     if (t->undo) {
-      t->undo(lp, t);
+      t->undo(L, lp, t);
       t->undo = NULL;
     }
     if (t->state == LOOM_READY) lua_settop(t->co, t->kept); /* its wake-up values */

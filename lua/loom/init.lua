@@ -9,4 +9,6 @@ for name, fn in pairs(core) do
   if name:sub(1, 1) ~= "_" then loom[name] = fn end
 end
 
+loom.condition = require "loom.condition"
+
 return loom

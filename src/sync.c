@@ -1,0 +1,325 @@
+/*
+ * sync.c: loom.lock, loom.semaphore (one implementation: a lock is a
+ * semaphore of one with an owner), their guards, and loom.event.
+ * Waiters queue in intrusive FIFO lists; a release hands the permit straight
+ * to the first waiter, so nobody can barge ahead of a queued task, and a
+ * waiter cancelled after the hand-off passes the permit on (undo).
+ */
+#include <string.h>
+#include "loom.h"
+
+#define LOOM_LOCK "loom.Lock"
+#define LOOM_SEM "loom.Semaphore"
+#define LOOM_GUARD "loom.Guard"
+#define LOOM_EVENT "loom.Event"
+
+typedef struct sem {
+  lua_Integer value; /* free permits */
+  lua_Integer bound; /* highest value of a bounded semaphore, -1 if unbounded */
+  int is_lock;
+  unsigned owner;    /* lock: id of the holding task, 0 if free */
+  loom_link waiters;
+} sem;
+
+typedef struct guard {
+  sem *s;
+  unsigned owner; /* lock: the task that acquired it */
+  int held;
+} guard;
+
+typedef struct event {
+  int set;
+  loom_link waiters;
+} event;
+
+/* Upvalues of every function here: 1 = module state, 2 = the metatable of
+   the object type, 3 = the guard metatable (semaphores and locks). */
+#define MT lua_upvalueindex(2)
+#define GUARD_MT lua_upvalueindex(3)
+
+static sem *checksem(lua_State *L) {
+  return loom_checkudata(L, 1, MT);
+}
+
+static unsigned current_id(loom_state *S) {
+  return S->loop && S->loop->current ? S->loop->current->id : 0;
+}
+
+static void push_guard(lua_State *L, sem *s, int sidx) {
+  guard *g = lua_newuserdatauv(L, sizeof *g, 1);
+  g->s = s;
+  g->owner = s->owner;
+  g->held = 1;
+  lua_pushvalue(L, GUARD_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, sidx);
+  lua_setiuservalue(L, -2, 1);
+}
+
+/* Gives one permit back: to the first waiter if there is one (it becomes the
+   holder while still queued to run), else to the pool. */
+static void sem_give(loom_loop *lp, sem *s) {
+  if (lp != NULL && !loom_list_empty(&s->waiters)) {
+    loom_task *t = loom_container(s->waiters.next, loom_task, wait);
+    if (s->is_lock) s->owner = t->id;
+    loom_wake(lp, t, 0);
+    return;
+  }
+  if (s->is_lock) s->owner = 0;
+  s->value++;
+}
+
+static void sem_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  (void)L;
+  if (t->state == LOOM_READY) sem_give(lp, t->waitobj); /* it had been handed the permit */
+}
+
+static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, acquire_k);
+  push_guard(L, lua_touserdata(L, 1), 1);
+  return 1;
+}
+
+/* lock:acquire() / semaphore:acquire(): takes a permit, waiting in FIFO
+   order while there is none; returns a guard whose release (or <close>) gives
+   it back. May block. */
+static int s_acquire(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  sem *s = checksem(L);
+  loom_task *t = loom_checkrunning(L, S, "acquire");
+  if (s->is_lock && s->owner == t->id)
+    return luaL_error(L, "acquire: this task already holds the lock (locks are not re-entrant)");
+  lua_settop(L, 1);
+  if (s->value > 0 && loom_list_empty(&s->waiters)) {
+    s->value--;
+    if (s->is_lock) s->owner = t->id;
+    push_guard(L, s, 1);
+    return 1;
+  }
+  loom_suspend(L, t);
+  loom_list_append(&s->waiters, &t->wait);
+  t->undo = sem_undo;
+  t->waitobj = s;
+  return loom_yield(L, t, acquire_k);
+}
+
+static void sem_release(lua_State *L, loom_state *S, sem *s) {
+  if (s->is_lock) {
+    if (s->owner == 0) luaL_error(L, "release: the lock is not held");
+    if (s->owner != current_id(S)) luaL_error(L, "release: the lock is held by another task");
+  } else if (s->bound >= 0 && s->value >= s->bound) {
+    luaL_error(L, "release: semaphore released too many times (bounded at %d)", (int)s->bound);
+  }
+  sem_give(S->loop, s);
+}
+
+/* lock:release() / semaphore:release(): gives a permit back. A lock must be
+   released by the task holding it; a bounded semaphore refuses to go above
+   its initial value. Never blocks. */
+static int s_release(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  sem_release(L, S, checksem(L));
+  return 0;
+}
+
+/* lock:locked(): true while some task holds the lock. */
+static int l_locked(lua_State *L) {
+  lua_pushboolean(L, checksem(L)->owner != 0);
+  return 1;
+}
+
+/* lock:owned(): true if the running task holds the lock. */
+static int l_owned(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  sem *s = checksem(L);
+  lua_pushboolean(L, s->owner != 0 && s->owner == current_id(S));
+  return 1;
+}
+
+/* semaphore:value(): the free permits. */
+static int s_value(lua_State *L) {
+  lua_pushinteger(L, checksem(L)->value);
+  return 1;
+}
+
+static int s_tostring(lua_State *L) {
+  sem *s = checksem(L);
+  if (s->is_lock)
+    lua_pushfstring(L, "loom.Lock (%s)", s->owner ? "locked" : "unlocked");
+  else
+    lua_pushfstring(L, "loom.Semaphore (%I free)", (LUAI_UACINT)s->value);
+  return 1;
+}
+
+/* guard:release(), guard:close(), <close>: gives the permit back once;
+   releasing a guard again, or one whose lock its task no longer holds (it
+   was released directly), does nothing. */
+static int g_release(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  guard *g = loom_checkudata(L, 1, MT); /* the guard's own metatable */
+  sem *s = g->s;
+  if (!g->held) return 0;
+  g->held = 0;
+  if (s->is_lock && s->owner != g->owner) return 0;
+  sem_release(L, S, s);
+  return 0;
+}
+
+static sem *new_sem(lua_State *L, lua_Integer value, lua_Integer bound, int is_lock) {
+  sem *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  s->value = value;
+  s->bound = bound;
+  s->is_lock = is_lock;
+  loom_list_init(&s->waiters);
+  lua_pushvalue(L, MT);
+  lua_setmetatable(L, -2);
+  return s;
+}
+
+/* loom.lock(): a mutual exclusion lock, FIFO, not re-entrant. */
+static int l_lock(lua_State *L) {
+  new_sem(L, 1, 1, 1);
+  return 1;
+}
+
+/* loom.semaphore(n [, {bounded = true}]): n permits; a bounded semaphore
+   raises when released above n. */
+static int l_semaphore(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  int bounded = 0;
+  luaL_argcheck(L, n >= 0, 1, "the number of permits must not be negative");
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "bounded");
+    bounded = lua_toboolean(L, -1);
+  }
+  new_sem(L, n, bounded ? n : -1, 0);
+  return 1;
+}
+
+static event *checkevent(lua_State *L) {
+  return loom_checkudata(L, 1, MT);
+}
+
+/* event:set(): sets the flag and wakes every waiter, in the order they came. */
+static int e_set(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  event *e = checkevent(L);
+  e->set = 1;
+  while (!loom_list_empty(&e->waiters))
+    loom_wake(S->loop, loom_container(e->waiters.next, loom_task, wait), 0);
+  return 0;
+}
+
+/* event:clear(): resets the flag; later waits block again. */
+static int e_clear(lua_State *L) {
+  checkevent(L)->set = 0;
+  return 0;
+}
+
+/* event:is_set(): the flag. */
+static int e_is_set(lua_State *L) {
+  lua_pushboolean(L, checkevent(L)->set);
+  return 1;
+}
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t;
+  (void)status;
+  t = loom_resumed(L, loom_getstate(L), ctx, wait_k);
+  if (t->timed_out) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "timeout");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* event:wait([timeout]): true once the flag is set, or false, "timeout".
+   May block. */
+static int e_wait(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  event *e = checkevent(L);
+  uint64_t deadline = lua_isnoneornil(L, 2) ? 0 : loom_deadline(L, 2);
+  loom_task *t = loom_checkrunning(L, S, "wait");
+  if (e->set) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_settop(L, 1);
+  loom_suspend(L, t);
+  loom_list_append(&e->waiters, &t->wait);
+  if (deadline != 0 && deadline != UINT64_MAX) loom_timer_start(S->loop, &t->timer, deadline);
+  return loom_yield(L, t, wait_k);
+}
+
+static int e_tostring(lua_State *L) {
+  lua_pushfstring(L, "loom.Event (%s)", checkevent(L)->set ? "set" : "clear");
+  return 1;
+}
+
+/* loom.event(): a flag that tasks can wait for. */
+static int l_event(lua_State *L) {
+  event *e = lua_newuserdatauv(L, sizeof *e, 0);
+  e->set = 0;
+  loom_list_init(&e->waiters);
+  lua_pushvalue(L, MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* Creates metatable `name` whose __index holds `methods`, with every function
+   (methods, meta, ctor) closed over [state, metatable, extra]. Expects
+   [state, module, extra] on the stack; leaves it so. */
+static void make_type(lua_State *L, const char *name, const luaL_Reg *methods,
+                      const luaL_Reg *meta, const char *ctor_name, lua_CFunction ctor) {
+  int extra = lua_gettop(L);
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  lua_pushvalue(L, extra - 2);
+  lua_pushvalue(L, -3);
+  lua_pushvalue(L, extra);
+  luaL_setfuncs(L, methods, 3);
+  lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, extra - 2);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, extra);
+  luaL_setfuncs(L, meta, 3);
+  lua_pushliteral(L, "__name");
+  lua_pushstring(L, name);
+  lua_rawset(L, -3);
+  if (ctor) {
+    lua_pushvalue(L, extra - 2);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, extra);
+    lua_pushcclosure(L, ctor, 3);
+    lua_setfield(L, extra - 1, ctor_name);
+  }
+  lua_pop(L, 1);
+}
+
+/* Expects [state, module] on the stack. */
+void loom_open_sync(lua_State *L) {
+  static const luaL_Reg guard_m[] = {{"release", g_release}, {"close", g_release}, {NULL, NULL}};
+  static const luaL_Reg guard_mt[] = {{"__close", g_release}, {NULL, NULL}};
+  static const luaL_Reg lock_m[] = {
+      {"acquire", s_acquire}, {"release", s_release}, {"locked", l_locked},
+      {"owned", l_owned},     {NULL, NULL}};
+  static const luaL_Reg sem_m[] = {
+      {"acquire", s_acquire}, {"release", s_release}, {"value", s_value}, {NULL, NULL}};
+  static const luaL_Reg sem_mt[] = {{"__tostring", s_tostring}, {NULL, NULL}};
+  static const luaL_Reg event_m[] = {
+      {"set", e_set}, {"clear", e_clear}, {"is_set", e_is_set}, {"wait", e_wait}, {NULL, NULL}};
+  static const luaL_Reg event_mt[] = {{"__tostring", e_tostring}, {NULL, NULL}};
+  lua_pushnil(L);
+  make_type(L, LOOM_GUARD, guard_m, guard_mt, NULL, NULL);
+  lua_pop(L, 1);
+  luaL_getmetatable(L, LOOM_GUARD);
+  make_type(L, LOOM_LOCK, lock_m, sem_mt, "lock", l_lock);
+  make_type(L, LOOM_SEM, sem_m, sem_mt, "semaphore", l_semaphore);
+  make_type(L, LOOM_EVENT, event_m, event_mt, "event", l_event);
+  lua_pop(L, 1);
+}
