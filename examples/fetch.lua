@@ -3,7 +3,7 @@
 -- Run: bash tools/demo.sh   (or: lua5.4 examples/fetch.lua with loom installed)
 local loom = require "loom"
 
-local DELAY = tonumber(os.getenv("FETCH_DELAY")) or 2.0
+local DELAY = 2.0 * (tonumber(os.getenv("LOOM_EXAMPLE_SCALE")) or 1)
 
 local function fetch(url, t0)
   print(string.format("%5.2fs  start  %s", loom.now() - t0, url))

@@ -1,21 +1,69 @@
 local helper = require "helper"
 
+-- Runs an example with its durations scaled down by 10 and returns its output.
+local function example(name)
+  local out, code = helper.lua(nil, { file = "examples/" .. name .. ".lua", env = "LOOM_EXAMPLE_SCALE=0.1" })
+  assert.are.equal(0, code, out)
+  return out
+end
+
+local function times(out, pattern)
+  local t = {}
+  for secs in out:gmatch("(%d+%.%d+)s%s+" .. pattern) do t[#t + 1] = tonumber(secs) end
+  return t
+end
+
 describe("examples", function()
   it("fetch.lua runs three fetches concurrently", function()
-    local out, code = helper.lua(nil, { file = "examples/fetch.lua", env = "FETCH_DELAY=0.2" })
-    assert.are.equal(0, code)
-    local starts, dones = 0, 0
-    for secs in out:gmatch("(%d+%.%d+)s  start") do
-      starts = starts + 1
-      assert.is_true(tonumber(secs) < 0.05)
-    end
-    for secs in out:gmatch("(%d+%.%d+)s  done ") do
-      dones = dones + 1
-      assert.is_true(tonumber(secs) >= 0.19 and tonumber(secs) < 0.35)
-    end
-    assert.are.equal(3, starts)
-    assert.are.equal(3, dones)
+    local out = example("fetch")
+    local starts, dones = times(out, "start"), times(out, "done ")
+    assert.are.equal(3, #starts)
+    assert.are.equal(3, #dones)
+    for _, s in ipairs(starts) do assert.is_true(s < 0.05) end
+    for _, d in ipairs(dones) do assert.is_true(d >= 0.19 and d < 0.35, out) end
     local total = assert(tonumber(out:match("(%d+%.%d+)s  all 3 fetches done")))
     assert.is_true(total < 0.35, out)
+  end)
+
+  it("bank_lock.lua keeps the balance right only with the lock", function()
+    local out = example("bank_lock")
+    assert.matches("expected balance: 225", out, 1, true)
+    assert.matches("with a lock:      225", out, 1, true)
+    local without = tonumber(out:match("without a lock:%s+(%-?%d+)"))
+    assert.is_not.equal(225, without)
+  end)
+
+  it("semaphore_limit.lua runs ten fetches three at a time in four rounds", function()
+    local out = example("semaphore_limit")
+    local events = {}
+    for secs, what in out:gmatch("(%d+%.%d+)s  (%a+)%s+fetch") do events[#events + 1] = { tonumber(secs), what } end
+    assert.are.equal(20, #events)
+    local active, peak = 0, 0
+    for _, e in ipairs(events) do
+      active = active + (e[2] == "start" and 1 or -1)
+      peak = math.max(peak, active)
+    end
+    assert.are.equal(3, peak)
+    local total = tonumber(out:match("(%d+%.%d+)s  all 10 done"))
+    assert.is_true(total >= 0.4 and total < 0.55, out)
+  end)
+
+  it("event_release.lua releases three waiters together", function()
+    local out = example("event_release")
+    local set = tonumber(out:match("(%d+%.%d+)s  starter sets the event"))
+    local released = times(out, "runner %a released")
+    assert.is_true(set >= 0.1)
+    assert.are.equal(3, #released)
+    for _, r in ipairs(released) do assert.is_true(r - set < 0.02) end
+  end)
+
+  it("producer_consumer.lua moves 12 items through a queue of 5 and shuts down", function()
+    local out = example("producer_consumer")
+    local handled = 0
+    for _ in out:gmatch("handled [pq]%d") do handled = handled + 1 end
+    assert.are.equal(12, handled)
+    for size in out:gmatch("queue size (%d+)") do assert.is_true(tonumber(size) <= 5) end
+    assert.matches("all 12 items handled; closing the queue", out, 1, true)
+    assert.matches("consumers stopped after 12 items", out, 1, true)
   end)
 end)
