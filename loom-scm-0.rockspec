@@ -23,6 +23,7 @@ build = {
   modules = {
     ["loom"] = "lua/loom/init.lua",
     ["loom.condition"] = "lua/loom/condition.lua",
+    ["loom.group"] = "lua/loom/group.lua",
     ["loom.core"] = {
       sources = { "src/core.c", "src/queue.c", "src/sched.c", "src/sync.c", "src/task.c", "src/timer.c" },
       libraries = { "uv" },

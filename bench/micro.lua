@@ -1,7 +1,8 @@
 -- Scheduler microbenchmarks on loom, the same work as ../shared/bench/micro_*.
--- usage: lua5.4 bench/micro.lua spawn|pingpong|sleepers
+-- usage: lua5.4 bench/micro.lua spawn|pingpong|semaphore|sleepers
 local loom = require "loom"
 local N_SPAWN, N_PING, N_SLEEP = 100000, 200000, 100000
+local N_SEM, N_SEM_TASKS = 100000, 10000
 local benches = {}
 
 -- 100,000 tasks that return at once, all awaited.
@@ -27,6 +28,23 @@ function benches.pingpong()
   ponger:await()
 end
 
+-- 10,000 tasks each entering a semaphore-guarded section 10 times,
+-- uncontended (enough permits): the cost of an acquire/release pair.
+function benches.semaphore()
+  local sem = loom.semaphore(N_SEM_TASKS)
+  local entered = 0
+  local function worker()
+    for _ = 1, N_SEM / N_SEM_TASKS do
+      local _ <close> = sem:acquire()
+      entered = entered + 1
+    end
+  end
+  local ts = {}
+  for i = 1, N_SEM_TASKS do ts[i] = loom.spawn(worker) end
+  for i = 1, N_SEM_TASKS do ts[i]:await() end
+  assert(entered == N_SEM)
+end
+
 -- 100,000 tasks sleeping a random 0-1 s.
 function benches.sleepers()
   math.randomseed(1)
@@ -37,8 +55,8 @@ function benches.sleepers()
 end
 
 local which = arg[1]
-local n = ({ spawn = N_SPAWN, pingpong = N_PING, sleepers = N_SLEEP })[which]
-assert(n, "usage: micro.lua spawn|pingpong|sleepers")
+local n = ({ spawn = N_SPAWN, pingpong = N_PING, sleepers = N_SLEEP, semaphore = N_SEM })[which]
+assert(n, "usage: micro.lua spawn|pingpong|semaphore|sleepers")
 local t0 = loom.now()
 loom.run(benches[which])
 local el = loom.now() - t0

@@ -6,7 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 PEERS=${PEERS_DIR:-../shared/bench}
 ROUNDS=${1:-2}; shift || true
-BENCHES=${*:-spawn pingpong sleepers}
+BENCHES=${*:-spawn pingpong semaphore sleepers}
 export LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;"
 pin() { if command -v taskset >/dev/null; then taskset -c 0 "$@"; else "$@"; fi; }
 
@@ -24,10 +24,16 @@ results=$(mktemp)
 for b in $BENCHES; do
   for r in $(seq "$ROUNDS"); do
     run loom lua5.4 bench/micro.lua "$b"
-    have node && run node node "$PEERS/micro_node.js" "$b"
-    lua5.4 -e 'require "cqueues"' 2>/dev/null && run cqueues lua5.4 "$PEERS/micro_cqueues.lua" "$b"
-    /usr/bin/python3 -c 'import uvloop' 2>/dev/null && run uvloop /usr/bin/python3 "$PEERS/micro_asyncio.py" "$b" uvloop
-    have python3 && run asyncio python3 "$PEERS/micro_asyncio.py" "$b"
+    case $b in
+      spawn|pingpong|sleepers)
+        have node && run node node "$PEERS/micro_node.js" "$b"
+        lua5.4 -e 'require "cqueues"' 2>/dev/null && run cqueues lua5.4 "$PEERS/micro_cqueues.lua" "$b"
+        /usr/bin/python3 -c 'import uvloop' 2>/dev/null && run uvloop /usr/bin/python3 "$PEERS/micro_asyncio.py" "$b" uvloop
+        have python3 && run asyncio python3 "$PEERS/micro_asyncio.py" "$b" ;;
+      *)
+        /usr/bin/python3 -c 'import uvloop' 2>/dev/null && run uvloop /usr/bin/python3 bench/peers_asyncio.py "$b" uvloop
+        have python3 && run asyncio python3 bench/peers_asyncio.py "$b" ;;
+    esac
   done | sed "s/^/$b /" >> "$results"
 done
 
@@ -45,7 +51,7 @@ for line in io.lines(arg[1]) do
 end
 local function median(t) table.sort(t); local n = #t; return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2 end
 local order = { "loom", "node", "cqueues", "uvloop", "asyncio" }
-for _, b in ipairs({ "spawn", "pingpong", "sleepers" }) do
+for _, b in ipairs({ "spawn", "pingpong", "semaphore", "gather", "timeout", "sleepers" }) do
   local rb = rows[b]
   if rb and rb.loom then
     local l = { s = median(rb.loom.s), us = median(rb.loom.us), mb = median(rb.loom.mb) }

@@ -39,5 +39,7 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_queue(L);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
+  luaL_getmetatable(L, LOOM_TASK);
+  lua_setfield(L, -2, "_Task"); /* for the Lua layer's argument checks */
   return 1;
 }

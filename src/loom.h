@@ -65,7 +65,8 @@ enum {
   LOOM_UV_VALUE = 1, /* function before start, coroutine while live, results after */
   LOOM_UV_ARGS,      /* the argument (one) or a table of them (several) until start */
   LOOM_UV_EXTRA,     /* nil, or a table of rarely set fields: name, cancel, report */
-  LOOM_TASK_NUV = LOOM_UV_EXTRA
+  LOOM_UV_NOTIFY,    /* done callback(s): a function or a list of them */
+  LOOM_TASK_NUV = LOOM_UV_NOTIFY
 };
 
 /* Uservalues of the module state userdata. */
@@ -98,6 +99,9 @@ struct loom_task {
   unsigned char throwing;       /* the next resume raises the value it carries */
   unsigned char timed_out;      /* the wake-up came from the task's timer */
   unsigned char unretrieved;    /* failed, and nobody has seen the error yet */
+  unsigned char notify;         /* has done callbacks */
+  unsigned char scope_cancel;   /* the cancellation in flight is a deadline scope's */
+  unsigned char cancel_missed;  /* another cancel came while a scope's was in flight */
 };
 
 typedef struct loom_state {
@@ -155,6 +159,10 @@ void loom_free_slots(loom_state *S);
 void loom_finish(loom_loop *lp, loom_task *t, int status, int nres);
 void loom_start(loom_loop *lp, loom_task *t);
 int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason);
+int loom_cancel_with(lua_State *L, loom_loop *lp, loom_task *t, int scope);
+void loom_push_cancel_error(lua_State *L, int reason);
+int loom_get_extra(lua_State *L, int idx, const char *k);
+void loom_set_extra(lua_State *L, int idx, const char *k);
 void loom_raise_pending(lua_State *L, loom_state *S, loom_task *t);
 void loom_report(lua_State *L, loom_task *t, int idx);
 void loom_open_task(lua_State *L);

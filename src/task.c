@@ -78,7 +78,7 @@ static int is_cancel_error(lua_State *L, int idx) {
 }
 
 /* Pushes field k of the task's table of rare fields (nil if none). */
-static int get_extra(lua_State *L, int idx, const char *k) {
+int loom_get_extra(lua_State *L, int idx, const char *k) {
   if (lua_getiuservalue(L, idx, LOOM_UV_EXTRA) != LUA_TTABLE) return LUA_TNIL;
   lua_getfield(L, -1, k);
   lua_remove(L, -2);
@@ -86,7 +86,7 @@ static int get_extra(lua_State *L, int idx, const char *k) {
 }
 
 /* Sets field k of the task's rare fields to the value on top (popped). */
-static void set_extra(lua_State *L, int idx, const char *k) {
+void loom_set_extra(lua_State *L, int idx, const char *k) {
   idx = lua_absindex(L, idx);
   if (lua_getiuservalue(L, idx, LOOM_UV_EXTRA) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -101,7 +101,7 @@ static void set_extra(lua_State *L, int idx, const char *k) {
 
 /* Pushes the task's name: the one set, or "task-<id>". */
 static void push_name(lua_State *L, int idx, loom_task *t) {
-  if (get_extra(L, idx, "name") == LUA_TNIL) {
+  if (loom_get_extra(L, idx, "name") == LUA_TNIL) {
     lua_pop(L, 1);
     lua_pushfstring(L, "task-%d", (int)t->id);
   }
@@ -217,7 +217,34 @@ static void arm_report(lua_State *L, int T) {
   lua_pushvalue(L, T);
   lua_setiuservalue(L, -2, 1);
   luaL_setmetatable(L, LOOM_REPORT_MT);
-  set_extra(L, T, "report");
+  loom_set_extra(L, T, "report");
+}
+
+static void call_one(lua_State *L, int T) {
+  lua_pushvalue(L, T);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "loom: error in a done callback: %s\n", luaL_tolstring(L, -1, NULL));
+    fflush(stderr);
+    lua_pop(L, 2);
+  }
+}
+
+/* Runs the done callbacks of the ended task at T, in registration order.
+   They run in the scheduler, between task steps: they must not block. */
+static void call_done(lua_State *L, int T, loom_task *t) {
+  t->notify = 0;
+  if (lua_getiuservalue(L, T, LOOM_UV_NOTIFY) == LUA_TFUNCTION) {
+    call_one(L, T);
+  } else {
+    int i, n = (int)lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      call_one(L, T);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  lua_setiuservalue(L, T, LOOM_UV_NOTIFY);
 }
 
 /* Stores the outcome of a task that ended and wakes its awaiters. status
@@ -250,7 +277,7 @@ void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
     if (co)
       lua_xmove(co, L, 1);
     else
-      get_extra(L, T, "cancel");
+      loom_get_extra(L, T, "cancel");
     if (is_cancel_error(L, -1)) {
       t->state = LOOM_CANCELLED;
     } else {
@@ -268,7 +295,7 @@ void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
   if (t->cancel_pending) {
     t->cancel_pending = 0;
     lua_pushnil(L);
-    set_extra(L, T, "cancel");
+    loom_set_extra(L, T, "cancel");
   }
   if (co) {
     if (status == LUA_OK && S->npool < POOL_MAX) {
@@ -284,6 +311,7 @@ void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
   }
   loom_list_remove(&t->live);
   lp->nlive--;
+  if (t->notify) call_done(L, T, t);
   while (!loom_list_empty(&t->awaiters))
     loom_wake(lp, loom_container(t->awaiters.next, loom_task, wait), 0);
   lua_pushnil(L);
@@ -293,7 +321,7 @@ void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
   lua_settop(L, T - 1);
 }
 
-static void push_cancel_error(lua_State *L, int reason) {
+void loom_push_cancel_error(lua_State *L, int reason) {
   lua_createtable(L, 0, 1);
   if (!lua_isnoneornil(L, reason)) {
     lua_pushvalue(L, reason);
@@ -307,9 +335,39 @@ static void push_cancel_error(lua_State *L, int reason) {
    at its next one. Returns 0 if t had already ended. */
 int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason) {
   if (loom_ended(t)) return 0;
-  if (t->cancel_pending || t->throwing) return 1;
-  push_cancel_error(L, reason);
-  if ((t->state == LOOM_WAITING || t->state == LOOM_READY) && t->kept >= 0) {
+  reason = lua_absindex(L, reason);
+  loom_push_cancel_error(L, reason);
+  return loom_cancel_with(L, lp, t, 0);
+}
+
+/* Requests cancellation of t with the cancellation error on top of L
+   (popped). While another cancellation is on its way the request is
+   dropped (delivered exactly once), unless that one is a deadline scope's,
+   which may swallow it: then it is remembered (cancel_missed). `scope`
+   says the request comes from a deadline scope. */
+int loom_cancel_with(lua_State *L, loom_loop *lp, loom_task *t, int scope) {
+  if (loom_ended(t)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (t->cancel_pending || t->throwing) {
+    if (scope || !t->scope_cancel) {
+      lua_pop(L, 1);
+      return 1;
+    }
+    t->cancel_missed = 1;
+    loom_pushtask(L, lp->S, t);
+    lua_insert(L, -2);
+    lua_getfield(L, -1, "reason");
+    loom_set_extra(L, -3, "missed");
+    lua_pop(L, 2);
+    return 1;
+  }
+  t->scope_cancel = (unsigned char)scope;
+  /* A deadline that passes just as the task's operation completed does not
+     take that result away: the scope's cancellation waits for the next
+     blocking call, and is withdrawn if the body returns first. */
+  if ((t->state == LOOM_WAITING || (t->state == LOOM_READY && !scope)) && t->kept >= 0) {
     if (t->undo) {
       t->undo(L, lp, t);
       t->undo = NULL;
@@ -326,7 +384,7 @@ int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason) {
     t->cancel_pending = 1;
     loom_pushtask(L, lp->S, t);
     lua_insert(L, -2);
-    set_extra(L, -2, "cancel");
+    loom_set_extra(L, -2, "cancel");
     lua_pop(L, 1);
   }
   return 1;
@@ -335,9 +393,9 @@ int loom_cancel(lua_State *L, loom_loop *lp, loom_task *t, int reason) {
 void loom_raise_pending(lua_State *L, loom_state *S, loom_task *t) {
   t->cancel_pending = 0;
   loom_pushtask(L, S, t);
-  get_extra(L, -1, "cancel");
+  loom_get_extra(L, -1, "cancel");
   lua_pushnil(L);
-  set_extra(L, -3, "cancel");
+  loom_set_extra(L, -3, "cancel");
   lua_error(L);
 }
 
@@ -427,6 +485,41 @@ static int t_cancel(lua_State *L) {
   return 1;
 }
 
+/* task:status(): "new", "ready", "running", "waiting", "done", "failed" or
+   "cancelled". Never blocks. */
+static int t_status(lua_State *L) {
+  lua_pushstring(L, state_names[checktask(L, 1)->state]);
+  return 1;
+}
+
+/* loom.core._on_done(task, fn): calls fn(task) when the task ends (at once if
+   it has). For the combinators: fn runs in the scheduler and must not block. */
+static int l_on_done(lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  if (loom_ended(t)) {
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 0);
+    return 0;
+  }
+  if (!t->notify) {
+    lua_setiuservalue(L, 1, LOOM_UV_NOTIFY);
+    t->notify = 1;
+    return 0;
+  }
+  if (lua_getiuservalue(L, 1, LOOM_UV_NOTIFY) == LUA_TFUNCTION) {
+    lua_createtable(L, 2, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, LOOM_UV_NOTIFY);
+  }
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
 /* task:done(): true once the task has ended, however it ended. */
 static int t_done(lua_State *L) {
   lua_pushboolean(L, loom_ended(checktask(L, 1)));
@@ -471,7 +564,7 @@ static int t_newindex(lua_State *L) {
     return luaL_error(L, "cannot set field '%s' of a task (only 'name')", luaL_tolstring(L, 2, NULL));
   luaL_argexpected(L, lua_type(L, 3) == LUA_TSTRING, 3, "string");
   lua_settop(L, 3);
-  set_extra(L, 1, "name");
+  loom_set_extra(L, 1, "name");
   return 0;
 }
 
@@ -529,7 +622,7 @@ void loom_open_task(lua_State *L) {
   static const luaL_Reg methods[] = {{"await", t_await},   {"cancel", t_cancel},
                                      {"done", t_done},     {"cancelled", t_cancelled},
                                      {"result", t_result}, {"error", t_error},
-                                     {NULL, NULL}};
+                                     {"status", t_status}, {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__index", t_index},
                                   {"__newindex", t_newindex},
                                   {"__tostring", t_tostring},
@@ -537,6 +630,7 @@ void loom_open_task(lua_State *L) {
   static const luaL_Reg funcs[] = {{"spawn", l_spawn},
                                    {"current", l_current},
                                    {"is_cancelled", l_is_cancelled},
+                                   {"_on_done", l_on_done},
                                    {NULL, NULL}};
   loom_state *S = lua_touserdata(L, -2);
   luaL_newmetatable(L, LOOM_CANCEL_MT);

@@ -127,6 +127,93 @@ static int l_sleep(lua_State *L) {
   return loom_yield(L, t, sleep_k);
 }
 
+/* A deadline scope: the timer of one loom.timeout call. On expiry it cancels
+   its task with an error that names the scope (field `scope`), so the
+   timeout that catches it can tell its own expiry from an outer one's. */
+typedef struct scope {
+  loom_timer timer;
+  loom_task *task;
+  int open;
+} scope;
+
+#define LOOM_SCOPE "loom.DeadlineScope"
+
+static void scope_fire(loom_loop *lp, loom_timer *tm) {
+  scope *sc = loom_container(tm, scope, timer);
+  lua_State *L = lp->L;
+  if (!sc->open || sc->task->cancel_pending || sc->task->throwing)
+    return; /* another cancellation, which unwinds this scope too, is on its way */
+  lua_pushliteral(L, "timeout");
+  loom_push_cancel_error(L, lua_gettop(L));
+  lua_pushlightuserdata(L, sc);
+  lua_setfield(L, -2, "scope");
+  lua_remove(L, -2);
+  loom_cancel_with(L, lp, sc->task, 1);
+}
+
+static int is_scope_error(lua_State *L, int idx, scope *sc) {
+  int mine;
+  if (lua_type(L, idx) != LUA_TTABLE) return 0;
+  lua_getfield(L, idx, "scope");
+  mine = lua_touserdata(L, -1) == (void *)sc;
+  lua_pop(L, 1);
+  return mine;
+}
+
+/* Raises a cancellation that arrived while the scope's own was in flight. */
+static void raise_missed(lua_State *L, loom_state *S, loom_task *t) {
+  t->cancel_missed = 0;
+  loom_pushtask(L, S, t);
+  loom_get_extra(L, -1, "missed");
+  loom_push_cancel_error(L, lua_gettop(L));
+  lua_error(L);
+}
+
+/* loom.core._scope_open(seconds): opens a deadline scope around the caller's
+   next steps; returns its token. Never blocks. */
+static int l_scope_open(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  uint64_t deadline = loom_deadline(L, 1);
+  loom_task *t = loom_checkrunning(L, S, "timeout");
+  scope *sc = lua_newuserdatauv(L, sizeof *sc, 0);
+  sc->task = t;
+  sc->open = 1;
+  sc->timer.idx = -1;
+  sc->timer.fire = scope_fire;
+  luaL_setmetatable(L, LOOM_SCOPE);
+  if (deadline != NO_DEADLINE) loom_timer_start(S->loop, &sc->timer, deadline);
+  return 1;
+}
+
+/* loom.core._scope_close(token, ok, err): closes the scope. Returns true if
+   the body was cut by this scope's expiry (err is its cancellation); a
+   cancellation of this scope not yet delivered when the body finished is
+   withdrawn, so a body that completed keeps its results. */
+static int l_scope_close(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  scope *sc = luaL_checkudata(L, 1, LOOM_SCOPE);
+  loom_task *t = sc->task;
+  int ok = lua_toboolean(L, 2), mine = 0;
+  if (!sc->open) return luaL_error(L, "timeout scope closed twice");
+  sc->open = 0;
+  if (S->loop) loom_timer_stop(S->loop, &sc->timer);
+  if (!ok && is_scope_error(L, 3, sc)) {
+    mine = 1;
+  } else if (t->cancel_pending && t->scope_cancel) {
+    loom_pushtask(L, S, t);
+    loom_get_extra(L, -1, "cancel");
+    if (is_scope_error(L, -1, sc)) {
+      t->cancel_pending = 0;
+      lua_pushnil(L);
+      loom_set_extra(L, -3, "cancel");
+    }
+    lua_pop(L, 2);
+  }
+  if (t->cancel_missed && (mine || !t->cancel_pending)) raise_missed(L, S, t);
+  lua_pushboolean(L, mine);
+  return 1;
+}
+
 /* loom.now(): a monotonic clock in seconds. Never blocks. */
 static int l_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
@@ -134,7 +221,13 @@ static int l_now(lua_State *L) {
 }
 
 void loom_open_timer(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"sleep", l_sleep}, {"now", l_now}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"sleep", l_sleep},
+                                   {"now", l_now},
+                                   {"_scope_open", l_scope_open},
+                                   {"_scope_close", l_scope_close},
+                                   {NULL, NULL}};
+  luaL_newmetatable(L, LOOM_SCOPE);
+  lua_pop(L, 1);
   lua_pushvalue(L, -2); /* state */
   luaL_setfuncs(L, funcs, 1);
 }

@@ -1,6 +1,8 @@
 --- loom: asyncio-style concurrency for Lua 5.4 on libuv.
--- The scheduler, tasks and timers live in the C module `loom.core`; this
--- module re-exports them and adds what is written in Lua.
+-- The scheduler, tasks, timers, queues and locks live in the C module
+-- `loom.core`; this module re-exports them and adds the combinators, which
+-- are rarely-run orchestration written in Lua over the core's done callbacks
+-- and deadline scopes.
 -- @module loom
 local core = require "loom.core"
 
@@ -9,6 +11,271 @@ for name, fn in pairs(core) do
   if name:sub(1, 1) ~= "_" then loom[name] = fn end
 end
 
+local spawn, current, event, queue = core.spawn, core.current, core.event, core.queue
+local is_cancelled, on_done = core.is_cancelled, core._on_done
+local scope_open, scope_close = core._scope_open, core._scope_close
+local Task = core._Task
+local pack, unpack, select, type, error, pcall = table.pack, table.unpack, select, type, error, pcall
+
+local function typename(v)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and type(mt.__name) == "string" and mt.__name or type(v)
+end
+
+local function need_task(fname)
+  if current() == nil then
+    error(fname .. ": not inside a task (wrap the program in loom.run)", 3)
+  end
+end
+
+-- The tasks for a combinator's arguments (packed in `args`): tasks as they
+-- are, functions spawned. Every argument is checked before anything is spawned.
+local function as_tasks(fname, args, first_arg)
+  for i = 1, args.n do
+    local v = args[i]
+    if type(v) ~= "function" and getmetatable(v) ~= Task then
+      error(("bad argument #%d to '%s' (function or task expected, got %s)"):format(
+        i + first_arg - 1, fname, typename(v)), 3)
+    end
+  end
+  need_task(fname)
+  local tasks = {}
+  for i = 1, args.n do
+    local v = args[i]
+    tasks[i] = type(v) == "function" and spawn(v) or v
+  end
+  return tasks
+end
+
+local function cancel_all(tasks, n)
+  for i = 1, n do tasks[i]:cancel() end
+end
+
+-- Waits until every one of tasks[1..n] has ended, whatever the outcome, so
+-- their cleanup has run. A cancellation of the caller meanwhile is held back
+-- and raised afterwards.
+local function settle(tasks, n)
+  local left, ev = 0, nil
+  for i = 1, n do
+    if not tasks[i]:done() then
+      left = left + 1
+      ev = ev or event()
+      on_done(tasks[i], function()
+        left = left - 1
+        if left == 0 then ev:set() end
+      end)
+    end
+  end
+  local held
+  while left > 0 do
+    local ok, err = pcall(ev.wait, ev)
+    if not ok then
+      if not is_cancelled(err) then error(err, 0) end
+      held = held or err
+    end
+  end
+  if held then error(held, 0) end
+end
+
+-- Blocks until `ev` is set; if the caller is cancelled meanwhile, cancels
+-- tasks[1..n], waits for them to end, and re-raises the cancellation.
+local function wait_or_cancel(ev, tasks, n)
+  local ok, err = pcall(ev.wait, ev)
+  if not ok then
+    cancel_all(tasks, n)
+    settle(tasks, n)
+    error(err, 0)
+  end
+end
+
+--- Runs functions (spawned) and tasks concurrently and returns the first
+-- result of each, in argument order. If one fails, the others are cancelled
+-- and awaited, then its error is raised (the same value). Cancelling the
+-- caller cancels them all. May block.
+-- @param ... functions or tasks
+-- @return the first result of each, in argument order
+function loom.gather(...)
+  local args = pack(...)
+  local n = args.n
+  local tasks = as_tasks("gather", args, 1)
+  local left, failed = n, nil
+  local ev = event()
+  local function done(t)
+    left = left - 1
+    if failed == nil and t:status() ~= "done" then failed = t end
+    if left == 0 or failed then ev:set() end
+  end
+  for i = 1, n do on_done(tasks[i], done) end
+  if left > 0 and not failed then wait_or_cancel(ev, tasks, n) end
+  if failed then
+    cancel_all(tasks, n)
+    settle(tasks, n)
+    return failed:result() -- raises its error
+  end
+  local results = {}
+  for i = 1, n do results[i] = (tasks[i]:result()) end
+  return unpack(results, 1, n)
+end
+
+--- Like gather, but never raises for the tasks' errors: returns a list of
+-- records `{ok = true, value = v}` or `{ok = false, error = e}` in argument
+-- order. May block.
+function loom.all_settled(...)
+  local args = pack(...)
+  local n = args.n
+  local tasks = as_tasks("all_settled", args, 1)
+  local ok, err = pcall(settle, tasks, n)
+  if not ok then
+    cancel_all(tasks, n)
+    settle(tasks, n)
+    error(err, 0)
+  end
+  local records = {}
+  for i = 1, n do
+    local t = tasks[i]
+    if t:status() == "done" then
+      records[i] = { ok = true, value = (t:result()) }
+    else
+      records[i] = { ok = false, error = t:error() }
+    end
+  end
+  return records
+end
+
+--- The results of the first function or task to finish (or raises its
+-- error); the others are cancelled and awaited. May block.
+function loom.race(...)
+  local args = pack(...)
+  local n = args.n
+  if n == 0 then error("bad argument #1 to 'race' (function or task expected, got no value)", 2) end
+  local tasks = as_tasks("race", args, 1)
+  local first
+  local ev = event()
+  local function done(t)
+    if first == nil then first = t; ev:set() end
+  end
+  for i = 1, n do on_done(tasks[i], done) end
+  if not first then wait_or_cancel(ev, tasks, n) end
+  cancel_all(tasks, n)
+  settle(tasks, n)
+  return first:result()
+end
+
+local RETURN_WHEN = { all = true, first = true, first_error = true }
+
+--- Waits for tasks without cancelling any: returns two lists, the tasks that
+-- have ended and those still pending (each in input order).
+-- `opts.return_when`: "all" (default), "first" (the first to end),
+-- "first_error" (the first to fail, or all); `opts.timeout`: seconds.
+-- May block.
+-- @param tasks a list of tasks (functions are spawned)
+-- @param[opt] opts `{timeout = s, return_when = "first" | "first_error" | "all"}`
+function loom.wait(tasks, opts)
+  if type(tasks) ~= "table" then
+    error(("bad argument #1 to 'wait' (table expected, got %s)"):format(typename(tasks)), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("bad argument #2 to 'wait' (table expected, got %s)"):format(typename(opts)), 2)
+  end
+  opts = opts or {}
+  local when = opts.return_when or "all"
+  if not RETURN_WHEN[when] then
+    error(("bad argument #2 to 'wait' (return_when must be \"all\", \"first\" or \"first_error\", got %s)"):format(
+      tostring(when)), 2)
+  end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or not (opts.timeout >= 0)) then
+    error("bad argument #2 to 'wait' (timeout must be a non-negative number)", 2)
+  end
+  local list = pack(unpack(tasks))
+  local ts = as_tasks("wait", list, 1)
+  local n = list.n
+  local left, ev, stop = n, event(), false
+  local function done(t)
+    left = left - 1
+    if left == 0 or when == "first" or (when == "first_error" and t:status() ~= "done") then stop = true end
+    if stop then ev:set() end
+  end
+  for i = 1, n do on_done(ts[i], done) end
+  if n > 0 and not stop then ev:wait(opts.timeout) end
+  local finished, pending = {}, {}
+  for i = 1, n do
+    local t = ts[i]
+    if t:done() then finished[#finished + 1] = t else pending[#pending + 1] = t end
+  end
+  return finished, pending
+end
+
+--- An iterator over tasks in the order they finish:
+-- `for t in loom.as_completed(ts) do print(t:result()) end`. With a timeout
+-- (seconds, for the whole iteration), the iterator raises
+-- "as_completed: timeout" if it runs out while tasks are pending.
+-- May block (each step of the loop).
+function loom.as_completed(tasks, timeout)
+  if type(tasks) ~= "table" then
+    error(("bad argument #1 to 'as_completed' (table expected, got %s)"):format(typename(tasks)), 2)
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
+    error(("bad argument #2 to 'as_completed' (non-negative number expected, got %s)"):format(tostring(timeout)), 2)
+  end
+  local list = pack(unpack(tasks))
+  local ts = as_tasks("as_completed", list, 1)
+  local n = list.n
+  local q = queue()
+  for i = 1, n do on_done(ts[i], function(t) q:put_nowait(t) end) end
+  local deadline = timeout and core.now() + timeout
+  local given = 0
+  return function()
+    if given == n then return nil end
+    local t
+    if deadline then
+      local ok, got = loom.timeout(math.max(0, deadline - core.now()), q.get, q)
+      if not ok then error(("as_completed: timeout (%d of %d tasks pending)"):format(n - given, n), 2) end
+      t = got
+    else
+      t = q:get()
+    end
+    given = given + 1
+    return t
+  end
+end
+
+local function timeout_end(scope, ok, ...)
+  if scope_close(scope, ok, (...)) then return false, "timeout" end
+  if ok then return true, ... end
+  error((...), 0)
+end
+
+--- Runs fn(...) in the calling task with a deadline: `true, results...` if
+-- it finished in time; on expiry the work inside is cancelled, its cleanup
+-- (`<close>`, pcall) runs, and `false, "timeout"` is returned. Errors of fn
+-- pass through. Nestable: the nearest deadline wins. May block.
+-- @param seconds the time allowed (math.huge: none)
+-- @param fn the function to run
+function loom.timeout(seconds, fn, ...)
+  if type(seconds) ~= "number" or not (seconds >= 0) then
+    error(("bad argument #1 to 'timeout' (duration must be a non-negative number, got %s)"):format(
+      type(seconds) == "number" and (seconds ~= seconds and "nan" or tostring(seconds)) or typename(seconds)), 2)
+  end
+  if type(fn) ~= "function" then
+    error(("bad argument #2 to 'timeout' (function expected, got %s)"):format(typename(fn)), 2)
+  end
+  return timeout_end(scope_open(seconds), pcall(fn, ...))
+end
+
+--- Runs fn(...) in its own task so that cancelling the caller does not
+-- interrupt it; the caller sees its cancellation after fn has finished.
+-- Returns fn's results or raises its error. May block.
+function loom.shield(fn, ...)
+  if type(fn) ~= "function" then
+    error(("bad argument #1 to 'shield' (function expected, got %s)"):format(typename(fn)), 2)
+  end
+  need_task("shield")
+  local t = spawn(fn, ...)
+  settle({ t }, 1)
+  return t:result()
+end
+
 loom.condition = require "loom.condition"
+loom.group = require "loom.group"
 
 return loom
