@@ -285,19 +285,26 @@ static int get_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - t->kept;
 }
 
-/* queue:get(): the next item, waiting while the queue is empty; once it is
-   closed and drained, nil, "closed". May block. */
-static int q_get(lua_State *L) {
-  loom_state *S = loom_getstate(L);
-  queue *q = checkqueue(L);
-  loom_task *t = loom_checkrunning(L, S, "get");
+/* Pushes what a get returns without waiting: the next item (1), or
+   nil, "closed" (2); 0 when the queue is empty and open. */
+static int get_now(lua_State *L, loom_state *S, queue *q) {
   lua_settop(L, 1);
   if (q->count > 0) {
     take(L, q, 1);
     grant(S->loop, q);
     return 1;
   }
-  if (q->closed) return push_closed(L);
+  return q->closed ? push_closed(L) : 0;
+}
+
+/* queue:get(): the next item, waiting while the queue is empty; once it is
+   closed and drained, nil, "closed". May block. */
+static int q_get(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  queue *q = checkqueue(L);
+  loom_task *t = loom_checkrunning(L, S, "get");
+  int n = get_now(L, S, q);
+  if (n > 0) return n;
   loom_suspend(L, t);
   loom_list_append(&q->getters, &t->wait);
   t->undo = get_undo;
@@ -310,13 +317,8 @@ static int q_get(lua_State *L) {
 static int q_get_nowait(lua_State *L) {
   loom_state *S = loom_getstate(L);
   queue *q = checkqueue(L);
-  lua_settop(L, 1);
-  if (q->count > 0) {
-    take(L, q, 1);
-    grant(S->loop, q);
-    return 1;
-  }
-  if (q->closed) return push_closed(L);
+  int n = get_now(L, S, q);
+  if (n > 0) return n;
   lua_pushnil(L);
   lua_pushliteral(L, "empty");
   return 2;
