@@ -1,8 +1,9 @@
 -- Scheduler microbenchmarks on loom, the same work as ../shared/bench/micro_*.
--- usage: lua5.4 bench/micro.lua spawn|pingpong|semaphore|sleepers
+-- usage: lua5.4 bench/micro.lua spawn|pingpong|semaphore|gather|timeout|sleepers
 local loom = require "loom"
 local N_SPAWN, N_PING, N_SLEEP = 100000, 200000, 100000
 local N_SEM, N_SEM_TASKS = 100000, 10000
+local N_GATHER, N_TIMEOUT = 100000, 100000
 local benches = {}
 
 -- 100,000 tasks that return at once, all awaited.
@@ -45,6 +46,26 @@ function benches.semaphore()
   assert(entered == N_SEM)
 end
 
+-- gather over 100,000 functions that return at once, end to end.
+function benches.gather()
+  local function one() return 1 end
+  local fns = {}
+  for i = 1, N_GATHER do fns[i] = one end
+  local results = { loom.gather(table.unpack(fns, 1, N_GATHER)) }
+  assert(#results == N_GATHER and results[N_GATHER] == 1)
+end
+
+-- 100,000 loom.timeout calls around an operation that finishes in time.
+function benches.timeout()
+  local function op() return 1 end
+  local total = 0
+  for _ = 1, N_TIMEOUT do
+    local _, v = loom.timeout(10, op)
+    total = total + v
+  end
+  assert(total == N_TIMEOUT)
+end
+
 -- 100,000 tasks sleeping a random 0-1 s.
 function benches.sleepers()
   math.randomseed(1)
@@ -55,8 +76,9 @@ function benches.sleepers()
 end
 
 local which = arg[1]
-local n = ({ spawn = N_SPAWN, pingpong = N_PING, sleepers = N_SLEEP, semaphore = N_SEM })[which]
-assert(n, "usage: micro.lua spawn|pingpong|semaphore|sleepers")
+local n = ({ spawn = N_SPAWN, pingpong = N_PING, sleepers = N_SLEEP, semaphore = N_SEM,
+  gather = N_GATHER, timeout = N_TIMEOUT })[which]
+assert(n, "usage: micro.lua spawn|pingpong|semaphore|gather|timeout|sleepers")
 local t0 = loom.now()
 loom.run(benches[which])
 local el = loom.now() - t0

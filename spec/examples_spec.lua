@@ -66,4 +66,47 @@ describe("examples", function()
     assert.matches("all 12 items handled; closing the queue", out, 1, true)
     assert.matches("consumers stopped after 12 items", out, 1, true)
   end)
+
+  it("gather.lua gathers 1, 1.5 and 0.5 s fetches in about 1.5 s, in argument order", function()
+    local out = example("gather")
+    assert.matches("gathered: users data, posts data, tags data", out, 1, true)
+    local arrived = {}
+    for secs, name in out:gmatch("(%d+%.%d+)s  (%a+) arrived") do arrived[#arrived + 1] = name end
+    assert.are.same({ "tags", "users", "posts" }, arrived)
+    local total = tonumber(out:match("(%d+%.%d+)s  gathered"))
+    assert.is_true(total >= 0.15 and total < 0.25, out)
+  end)
+
+  it("all_settled.lua reports the two successes and the failure", function()
+    local out = example("all_settled")
+    assert.matches("#1 succeeded: alpha ok", out, 1, true)
+    assert.matches("#2 failed: beta returned 503", out, 1, true)
+    assert.matches("#3 succeeded: gamma ok", out, 1, true)
+  end)
+
+  it("as_completed.lua prints the fastest first", function()
+    local out = example("as_completed")
+    local order = {}
+    for name in out:gmatch("(%a+) finished") do order[#order + 1] = name end
+    assert.are.same({ "fast", "medium", "slow" }, order)
+  end)
+
+  it("cancel_cleanup.lua cancels a long task and waits for its cleanup", function()
+    local out = example("cancel_cleanup")
+    local cancel_at = tonumber(out:match("(%d+%.%d+)s %s+main cancels the worker"))
+    local cleaned_at = tonumber(out:match("(%d+%.%d+)s %s+worker cleanup done"))
+    local ended_at = tonumber(out:match("(%d+%.%d+)s %s+worker ended: cancelled=true"))
+    assert.matches("worker cleaning up after: cancelled: shutting down", out, 1, true)
+    assert.is_true(cleaned_at - cancel_at >= 0.019)
+    assert.is_true(ended_at >= cleaned_at)
+    assert.is_nil(out:find("worker step 5", 1, true))
+  end)
+
+  it("timeout.lua cuts the slow operation and keeps the fast one", function()
+    local out = example("timeout")
+    assert.matches("fast operation: ok=true, result after 0.5s", out, 1, true)
+    local cut = tonumber(out:match("slow operation: ok=false, timeout %(cut after (%d+%.%d+)s%)"))
+    assert.is_true(cut >= 0.1 and cut < 0.2, out)
+  end)
 end)
+

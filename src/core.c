@@ -15,6 +15,7 @@ static int l_last_handles(lua_State *L) {
 
 static int state_gc(lua_State *L) {
   loom_free_slots(lua_touserdata(L, 1));
+  loom_free_scopes(lua_touserdata(L, 1));
   return 0;
 }
 
@@ -37,6 +38,7 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_timer(L);
   loom_open_sync(L);
   loom_open_queue(L);
+  loom_open_watch(L);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
   luaL_getmetatable(L, LOOM_TASK);

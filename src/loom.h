@@ -76,6 +76,8 @@ enum {
   LOOM_SUV_NUV = LOOM_SUV_TASKMT
 };
 
+typedef struct loom_scope loom_scope;
+
 typedef struct loom_task loom_task;
 struct loom_task {
   lua_State *co;
@@ -89,6 +91,7 @@ struct loom_task {
      something (LOOM_READY: a queue item, a permit), which it must take back. */
   void (*undo)(lua_State *L, loom_loop *lp, loom_task *t);
   void *waitobj; /* what the task is blocked on, for undo */
+  loom_scope *scopes; /* open deadline scopes (loom.timeout), innermost first */
   int slot;    /* index in the slot table anchoring the userdata while live */
   int nargs;   /* values to pass on the next resume */
   int kept;    /* stack slots the blocked C function kept across its yield */
@@ -99,7 +102,7 @@ struct loom_task {
   unsigned char throwing;       /* the next resume raises the value it carries */
   unsigned char timed_out;      /* the wake-up came from the task's timer */
   unsigned char unretrieved;    /* failed, and nobody has seen the error yet */
-  unsigned char notify;         /* has done callbacks */
+  unsigned char notify;         /* done notifications: 0 none, 1 one, 2 a list */
   unsigned char scope_cancel;   /* the cancellation in flight is a deadline scope's */
   unsigned char cancel_missed;  /* another cancel came while a scope's was in flight */
 };
@@ -107,10 +110,13 @@ struct loom_task {
 typedef struct loom_state {
   loom_loop *loop;      /* the running loop, NULL outside loom.run */
   const void *task_mt;  /* identity of the loom.Task metatable: a cheap type check */
+  const void *countdown_mt;
   int npool;            /* idle coroutines in the pool */
   int slots_ref;        /* registry reference of the slot table */
   int nslots;           /* slots ever used */
   int *free_slots, nfree, cap_free;
+  loom_scope *free_scopes;
+  lua_Integer scope_gen; /* numbers scopes, so a cancellation names its scope */
   unsigned next_id;
   int last_handles; /* handles the last loom.run found still open at its end */
 } loom_state;
@@ -166,6 +172,7 @@ void loom_set_extra(lua_State *L, int idx, const char *k);
 void loom_raise_pending(lua_State *L, loom_state *S, loom_task *t);
 void loom_report(lua_State *L, loom_task *t, int idx);
 void loom_open_task(lua_State *L);
+void loom_add_notify(lua_State *L, int tidx);
 
 /* timer.c */
 void loom_timer_start(loom_loop *lp, loom_timer *tm, uint64_t deadline);
@@ -173,10 +180,14 @@ void loom_timer_stop(loom_loop *lp, loom_timer *tm);
 void loom_timers_fire(loom_loop *lp, uint64_t now);
 void loom_timers_arm(loom_loop *lp, uint64_t now);
 uint64_t loom_deadline(lua_State *L, int arg);
+void loom_close_scopes(loom_loop *lp, loom_task *t);
+void loom_free_scopes(loom_state *S);
 void loom_open_timer(lua_State *L);
 
-/* sync.c, queue.c */
+/* sync.c, queue.c, watch.c */
 void loom_open_sync(lua_State *L);
 void loom_open_queue(lua_State *L);
+void loom_open_watch(lua_State *L);
+int loom_countdown_notify(lua_State *L, loom_loop *lp, int idx, int T, loom_task *t);
 
 #endif

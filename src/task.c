@@ -220,26 +220,37 @@ static void arm_report(lua_State *L, int T) {
   loom_set_extra(L, T, "report");
 }
 
-static void call_one(lua_State *L, int T) {
+/* Runs one done-notification entry (on top of L, popped): a callback, or a
+   countdown counted in C. */
+static void call_one(lua_State *L, loom_loop *lp, int T, loom_task *t) {
+  if (lua_type(L, -1) != LUA_TFUNCTION) {
+    loom_countdown_notify(L, lp, -1, T, t);
+    lua_pop(L, 1);
+    return;
+  }
   lua_pushvalue(L, T);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+  lua_pushstring(L, state_names[t->state]);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
     fprintf(stderr, "loom: error in a done callback: %s\n", luaL_tolstring(L, -1, NULL));
     fflush(stderr);
     lua_pop(L, 2);
   }
 }
 
-/* Runs the done callbacks of the ended task at T, in registration order.
-   They run in the scheduler, between task steps: they must not block. */
-static void call_done(lua_State *L, int T, loom_task *t) {
+/* Runs the done callbacks of the ended task at T, in registration order,
+   as fn(task, status). They run in the scheduler, between task steps: they
+   must not block. */
+static void call_done(lua_State *L, loom_loop *lp, int T, loom_task *t) {
+  int list = t->notify == 2;
   t->notify = 0;
-  if (lua_getiuservalue(L, T, LOOM_UV_NOTIFY) == LUA_TFUNCTION) {
-    call_one(L, T);
+  lua_getiuservalue(L, T, LOOM_UV_NOTIFY);
+  if (!list) {
+    call_one(L, lp, T, t);
   } else {
     int i, n = (int)lua_rawlen(L, -1);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
-      call_one(L, T);
+      call_one(L, lp, T, t);
     }
     lua_pop(L, 1);
   }
@@ -309,9 +320,10 @@ void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
     lua_pushnil(L);
     lua_setiuservalue(L, T, LOOM_UV_ARGS);
   }
+  if (t->scopes) loom_close_scopes(lp, t);
   loom_list_remove(&t->live);
   lp->nlive--;
-  if (t->notify) call_done(L, T, t);
+  if (t->notify) call_done(L, lp, T, t);
   while (!loom_list_empty(&t->awaiters))
     loom_wake(lp, loom_container(t->awaiters.next, loom_task, wait), 0);
   lua_pushnil(L);
@@ -492,32 +504,73 @@ static int t_status(lua_State *L) {
   return 1;
 }
 
-/* loom.core._on_done(task, fn): calls fn(task) when the task ends (at once if
-   it has). For the combinators: fn runs in the scheduler and must not block. */
+/* Adds the value on top of L (popped) to the done notifications of the live
+   task at tidx: one entry is kept as is (notify = 1), several in a list
+   (notify = 2). */
+void loom_add_notify(lua_State *L, int tidx) {
+  loom_task *t = lua_touserdata(L, tidx);
+  tidx = lua_absindex(L, tidx);
+  if (t->notify == 0) {
+    lua_setiuservalue(L, tidx, LOOM_UV_NOTIFY);
+    t->notify = 1;
+    return;
+  }
+  if (t->notify == 1) {
+    lua_createtable(L, 2, 0);
+    lua_getiuservalue(L, tidx, LOOM_UV_NOTIFY);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, tidx, LOOM_UV_NOTIFY);
+    t->notify = 2;
+  } else {
+    lua_getiuservalue(L, tidx, LOOM_UV_NOTIFY);
+  }
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 1);
+}
+
+/* loom.core._on_done(task, fn): calls fn(task, status) when the task ends (at
+   once if it has). For the combinators: fn runs in the scheduler and must
+   not block. */
 static int l_on_done(lua_State *L) {
   loom_task *t = checktask(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   if (loom_ended(t)) {
     lua_pushvalue(L, 1);
-    lua_call(L, 1, 0);
+    lua_pushstring(L, state_names[t->state]);
+    lua_call(L, 2, 0);
     return 0;
   }
-  if (!t->notify) {
-    lua_setiuservalue(L, 1, LOOM_UV_NOTIFY);
-    t->notify = 1;
-    return 0;
-  }
-  if (lua_getiuservalue(L, 1, LOOM_UV_NOTIFY) == LUA_TFUNCTION) {
-    lua_createtable(L, 2, 0);
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, 1);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, LOOM_UV_NOTIFY);
-  }
-  lua_pushvalue(L, 2);
-  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  loom_add_notify(L, 1);
   return 0;
+}
+
+/* loom.core._first_results(tasks, n): the first result of each of the n
+   successfully ended tasks in the list, in order (gather's answer). */
+static int l_first_results(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  lua_Integer i, n = luaL_checkinteger(L, 2);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkstack(L, (int)n + 2, "too many results");
+  for (i = 1; i <= n; i++) {
+    loom_task *t;
+    lua_rawgeti(L, 1, i);
+    t = loom_totask(L, S, -1);
+    if (t->state != LOOM_DONE) return luaL_error(L, "task %d has not succeeded", (int)i);
+    if (t->nvalues == 0) {
+      lua_pushnil(L);
+    } else {
+      lua_getiuservalue(L, -1, LOOM_UV_VALUE);
+      if (t->nvalues > 1) {
+        lua_rawgeti(L, -1, 1);
+        lua_remove(L, -2);
+      }
+    }
+    lua_remove(L, -2);
+  }
+  return (int)n;
 }
 
 /* task:done(): true once the task has ended, however it ended. */
@@ -631,6 +684,7 @@ void loom_open_task(lua_State *L) {
                                    {"current", l_current},
                                    {"is_cancelled", l_is_cancelled},
                                    {"_on_done", l_on_done},
+                                   {"_first_results", l_first_results},
                                    {NULL, NULL}};
   loom_state *S = lua_touserdata(L, -2);
   luaL_newmetatable(L, LOOM_CANCEL_MT);

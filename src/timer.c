@@ -127,91 +127,137 @@ static int l_sleep(lua_State *L) {
   return loom_yield(L, t, sleep_k);
 }
 
-/* A deadline scope: the timer of one loom.timeout call. On expiry it cancels
-   its task with an error that names the scope (field `scope`), so the
-   timeout that catches it can tell its own expiry from an outer one's. */
-typedef struct scope {
+/* A deadline scope: the timer of one loom.timeout call. Scopes are C
+   structs from a per-state free list, linked on their task innermost first;
+   loom_finish closes whatever a task leaves open, so no timer outlives its
+   task. On expiry a scope cancels its task with an error whose field `scope`
+   holds the scope's number: the timeout that catches it can tell its own
+   expiry from an outer one's. */
+struct loom_scope {
   loom_timer timer;
   loom_task *task;
-  int open;
-} scope;
-
-#define LOOM_SCOPE "loom.DeadlineScope"
+  loom_scope *outer;
+  lua_Integer gen;
+};
 
 static void scope_fire(loom_loop *lp, loom_timer *tm) {
-  scope *sc = loom_container(tm, scope, timer);
+  loom_scope *sc = loom_container(tm, loom_scope, timer);
   lua_State *L = lp->L;
-  if (!sc->open || sc->task->cancel_pending || sc->task->throwing)
+  if (sc->task->cancel_pending || sc->task->throwing)
     return; /* another cancellation, which unwinds this scope too, is on its way */
   lua_pushliteral(L, "timeout");
   loom_push_cancel_error(L, lua_gettop(L));
-  lua_pushlightuserdata(L, sc);
+  lua_pushinteger(L, sc->gen);
   lua_setfield(L, -2, "scope");
   lua_remove(L, -2);
   loom_cancel_with(L, lp, sc->task, 1);
 }
 
-static int is_scope_error(lua_State *L, int idx, scope *sc) {
+static loom_scope *scope_open(loom_state *S, loom_task *t, uint64_t deadline) {
+  loom_scope *sc = S->free_scopes;
+  if (sc)
+    S->free_scopes = sc->outer;
+  else if ((sc = malloc(sizeof *sc)) == NULL)
+    return NULL;
+  sc->task = t;
+  sc->gen = ++S->scope_gen;
+  sc->outer = t->scopes;
+  t->scopes = sc;
+  sc->timer.idx = -1;
+  sc->timer.fire = scope_fire;
+  if (deadline != NO_DEADLINE) loom_timer_start(S->loop, &sc->timer, deadline);
+  return sc;
+}
+
+static void scope_release(loom_state *S, loom_scope *sc) {
+  if (S->loop) loom_timer_stop(S->loop, &sc->timer);
+  sc->task->scopes = sc->outer;
+  sc->outer = S->free_scopes;
+  S->free_scopes = sc;
+}
+
+void loom_close_scopes(loom_loop *lp, loom_task *t) {
+  while (t->scopes) scope_release(lp->S, t->scopes);
+}
+
+void loom_free_scopes(loom_state *S) {
+  while (S->free_scopes) {
+    loom_scope *sc = S->free_scopes;
+    S->free_scopes = sc->outer;
+    free(sc);
+  }
+}
+
+static int is_scope_error(lua_State *L, int idx, lua_Integer gen) {
   int mine;
   if (lua_type(L, idx) != LUA_TTABLE) return 0;
   lua_getfield(L, idx, "scope");
-  mine = lua_touserdata(L, -1) == (void *)sc;
+  mine = lua_tointeger(L, -1) == gen && lua_isinteger(L, -1);
   lua_pop(L, 1);
   return mine;
 }
 
-/* Raises a cancellation that arrived while the scope's own was in flight. */
-static void raise_missed(lua_State *L, loom_state *S, loom_task *t) {
-  t->cancel_missed = 0;
-  loom_pushtask(L, S, t);
-  loom_get_extra(L, -1, "missed");
-  loom_push_cancel_error(L, lua_gettop(L));
-  lua_error(L);
-}
-
-/* loom.core._scope_open(seconds): opens a deadline scope around the caller's
-   next steps; returns its token. Never blocks. */
-static int l_scope_open(lua_State *L) {
-  loom_state *S = loom_getstate(L);
-  uint64_t deadline = loom_deadline(L, 1);
-  loom_task *t = loom_checkrunning(L, S, "timeout");
-  scope *sc = lua_newuserdatauv(L, sizeof *sc, 0);
-  sc->task = t;
-  sc->open = 1;
-  sc->timer.idx = -1;
-  sc->timer.fire = scope_fire;
-  luaL_setmetatable(L, LOOM_SCOPE);
-  if (deadline != NO_DEADLINE) loom_timer_start(S->loop, &sc->timer, deadline);
-  return 1;
-}
-
-/* loom.core._scope_close(token, ok, err): closes the scope. Returns true if
-   the body was cut by this scope's expiry (err is its cancellation); a
+/* Closes the task's innermost scope. Returns 1 if the body was cut by this
+   scope's expiry (its error, at errorix, is the scope's cancellation). A
    cancellation of this scope not yet delivered when the body finished is
-   withdrawn, so a body that completed keeps its results. */
-static int l_scope_close(lua_State *L) {
-  loom_state *S = loom_getstate(L);
-  scope *sc = luaL_checkudata(L, 1, LOOM_SCOPE);
-  loom_task *t = sc->task;
-  int ok = lua_toboolean(L, 2), mine = 0;
-  if (!sc->open) return luaL_error(L, "timeout scope closed twice");
-  sc->open = 0;
-  if (S->loop) loom_timer_stop(S->loop, &sc->timer);
-  if (!ok && is_scope_error(L, 3, sc)) {
-    mine = 1;
-  } else if (t->cancel_pending && t->scope_cancel) {
+   withdrawn, so a body that completed keeps its results; a cancellation
+   requested while this scope's was in flight is raised now. */
+static int scope_close(lua_State *L, loom_state *S, loom_task *t, int errorix) {
+  loom_scope *sc = t->scopes;
+  lua_Integer gen = sc->gen;
+  int mine = errorix != 0 && is_scope_error(L, errorix, gen);
+  scope_release(S, sc);
+  if (!mine && t->cancel_pending && t->scope_cancel) {
     loom_pushtask(L, S, t);
     loom_get_extra(L, -1, "cancel");
-    if (is_scope_error(L, -1, sc)) {
+    if (is_scope_error(L, -1, gen)) {
       t->cancel_pending = 0;
       lua_pushnil(L);
       loom_set_extra(L, -3, "cancel");
     }
     lua_pop(L, 2);
   }
-  if (t->cancel_missed && (mine || !t->cancel_pending)) raise_missed(L, S, t);
-  lua_pushboolean(L, mine);
-  return 1;
+  if (t->cancel_missed && (mine || !t->cancel_pending)) {
+    t->cancel_missed = 0;
+    loom_pushtask(L, S, t);
+    loom_get_extra(L, -1, "missed");
+    loom_push_cancel_error(L, lua_gettop(L));
+    lua_error(L);
+  }
+  return mine;
+}
+
+static int timeout_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_state *S = loom_getstate(L);
+  loom_task *t = (loom_task *)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) {
+    if (scope_close(L, S, t, lua_gettop(L))) {
+      lua_pushboolean(L, 0);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    return lua_error(L);
+  }
+  scope_close(L, S, t, 0);
+  return lua_gettop(L); /* true (at index 1), results... */
+}
+
+/* loom.timeout(seconds, fn, ...): runs fn(...) in the calling task with a
+   deadline: true, results... if it finished in time; on expiry the work
+   inside is cancelled, its cleanup (<close>, pcall) runs, and false,
+   "timeout" is returned. Errors of fn pass through. Nestable: the nearest
+   deadline wins. math.huge: no deadline. May block. */
+static int l_timeout(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  uint64_t deadline = loom_deadline(L, 1);
+  loom_task *t;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  t = loom_checkrunning(L, S, "timeout");
+  if (scope_open(S, t, deadline) == NULL) return luaL_error(L, "timeout: out of memory");
+  lua_pushboolean(L, 1);
+  lua_replace(L, 1); /* [true, fn, args...] */
+  return timeout_k(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, (lua_KContext)t, timeout_k),
+                   (lua_KContext)t);
 }
 
 /* loom.now(): a monotonic clock in seconds. Never blocks. */
@@ -223,11 +269,8 @@ static int l_now(lua_State *L) {
 void loom_open_timer(lua_State *L) {
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
                                    {"now", l_now},
-                                   {"_scope_open", l_scope_open},
-                                   {"_scope_close", l_scope_close},
+                                   {"timeout", l_timeout},
                                    {NULL, NULL}};
-  luaL_newmetatable(L, LOOM_SCOPE);
-  lua_pop(L, 1);
   lua_pushvalue(L, -2); /* state */
   luaL_setfuncs(L, funcs, 1);
 }

@@ -21,10 +21,10 @@ local function new()
   local owner = current()
   if owner == nil then error("group: not inside a task (wrap the program in loom.run)", 3) end
   local g = setmetatable({ owner = owner, children = {}, n = 0, ev = event(), closed = false, waiting = false }, Group)
-  g.on_child = function(t)
+  g.on_child = function(t, status)
     g.children[t] = nil
     g.n = g.n - 1
-    if g.first == nil and t:status() == "failed" then
+    if g.first == nil and status == "failed" then
       g.first = t
       for c in pairs(g.children) do c:cancel() end
       if not g.waiting then g.owner:cancel(CHILD_FAILED) end

@@ -11,11 +11,16 @@ for name, fn in pairs(core) do
   if name:sub(1, 1) ~= "_" then loom[name] = fn end
 end
 
-local spawn, current, event, queue = core.spawn, core.current, core.event, core.queue
-local is_cancelled, on_done = core.is_cancelled, core._on_done
-local scope_open, scope_close = core._scope_open, core._scope_close
+local spawn, current, queue, countdown = core.spawn, core.current, core.queue, core._countdown
+local is_cancelled, on_done, first_results = core.is_cancelled, core._on_done, core._first_results
 local Task = core._Task
-local pack, unpack, select, type, error, pcall = table.pack, table.unpack, select, type, error, pcall
+local unpack, select, type, error, pcall = table.unpack, select, type, error, pcall
+
+-- table.pack, through the table constructor: it stores with SETLIST, not one
+-- lua_seti per value (gather takes 100,000 arguments).
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
 
 local function typename(v)
   local mt = getmetatable(v)
@@ -29,22 +34,29 @@ local function need_task(fname)
 end
 
 -- The tasks for a combinator's arguments (packed in `args`): tasks as they
--- are, functions spawned. Every argument is checked before anything is spawned.
-local function as_tasks(fname, args, first_arg)
-  for i = 1, args.n do
+-- are, functions spawned, all watched by a new countdown of `mode`. Every
+-- argument is checked before anything is spawned. Returns tasks, countdown.
+local function as_tasks(fname, args, mode)
+  local n = args.n
+  for i = 1, n do
     local v = args[i]
     if type(v) ~= "function" and getmetatable(v) ~= Task then
-      error(("bad argument #%d to '%s' (function or task expected, got %s)"):format(
-        i + first_arg - 1, fname, typename(v)), 3)
+      error(("bad argument #%d to '%s' (function or task expected, got %s)"):format(i, fname, typename(v)), 3)
     end
   end
   need_task(fname)
+  local cd = countdown(n, mode)
   local tasks = {}
-  for i = 1, args.n do
+  for i = 1, n do
     local v = args[i]
-    tasks[i] = type(v) == "function" and spawn(v) or v
+    if type(v) == "function" then
+      tasks[i] = cd:spawn(v)
+    else
+      tasks[i] = v
+      cd:watch(v)
+    end
   end
-  return tasks
+  return tasks, cd
 end
 
 local function cancel_all(tasks, n)
@@ -55,32 +67,22 @@ end
 -- their cleanup has run. A cancellation of the caller meanwhile is held back
 -- and raised afterwards.
 local function settle(tasks, n)
-  local left, ev = 0, nil
-  for i = 1, n do
-    if not tasks[i]:done() then
-      left = left + 1
-      ev = ev or event()
-      on_done(tasks[i], function()
-        left = left - 1
-        if left == 0 then ev:set() end
-      end)
-    end
-  end
+  local cd = countdown(n, "settle")
+  for i = 1, n do cd:watch(tasks[i]) end
   local held
-  while left > 0 do
-    local ok, err = pcall(ev.wait, ev)
-    if not ok then
-      if not is_cancelled(err) then error(err, 0) end
-      held = held or err
-    end
+  while true do
+    local ok, err = pcall(cd.wait, cd)
+    if ok then break end
+    if not is_cancelled(err) then error(err, 0) end
+    held = held or err
   end
   if held then error(held, 0) end
 end
 
--- Blocks until `ev` is set; if the caller is cancelled meanwhile, cancels
--- tasks[1..n], waits for them to end, and re-raises the cancellation.
-local function wait_or_cancel(ev, tasks, n)
-  local ok, err = pcall(ev.wait, ev)
+-- Blocks until the countdown fires; if the caller is cancelled meanwhile,
+-- cancels tasks[1..n], waits for them to end, and re-raises the cancellation.
+local function wait_or_cancel(cd, tasks, n)
+  local ok, err = pcall(cd.wait, cd)
   if not ok then
     cancel_all(tasks, n)
     settle(tasks, n)
@@ -97,24 +99,15 @@ end
 function loom.gather(...)
   local args = pack(...)
   local n = args.n
-  local tasks = as_tasks("gather", args, 1)
-  local left, failed = n, nil
-  local ev = event()
-  local function done(t)
-    left = left - 1
-    if failed == nil and t:status() ~= "done" then failed = t end
-    if left == 0 or failed then ev:set() end
-  end
-  for i = 1, n do on_done(tasks[i], done) end
-  if left > 0 and not failed then wait_or_cancel(ev, tasks, n) end
+  local tasks, cd = as_tasks("gather", args, "all")
+  wait_or_cancel(cd, tasks, n)
+  local failed = cd:task()
   if failed then
     cancel_all(tasks, n)
     settle(tasks, n)
     return failed:result() -- raises its error
   end
-  local results = {}
-  for i = 1, n do results[i] = (tasks[i]:result()) end
-  return unpack(results, 1, n)
+  return first_results(tasks, n)
 end
 
 --- Like gather, but never raises for the tasks' errors: returns a list of
@@ -123,13 +116,8 @@ end
 function loom.all_settled(...)
   local args = pack(...)
   local n = args.n
-  local tasks = as_tasks("all_settled", args, 1)
-  local ok, err = pcall(settle, tasks, n)
-  if not ok then
-    cancel_all(tasks, n)
-    settle(tasks, n)
-    error(err, 0)
-  end
+  local tasks, cd = as_tasks("all_settled", args, "settle")
+  wait_or_cancel(cd, tasks, n)
   local records = {}
   for i = 1, n do
     local t = tasks[i]
@@ -148,14 +136,9 @@ function loom.race(...)
   local args = pack(...)
   local n = args.n
   if n == 0 then error("bad argument #1 to 'race' (function or task expected, got no value)", 2) end
-  local tasks = as_tasks("race", args, 1)
-  local first
-  local ev = event()
-  local function done(t)
-    if first == nil then first = t; ev:set() end
-  end
-  for i = 1, n do on_done(tasks[i], done) end
-  if not first then wait_or_cancel(ev, tasks, n) end
+  local tasks, cd = as_tasks("race", args, "first")
+  wait_or_cancel(cd, tasks, n)
+  local first = cd:task()
   cancel_all(tasks, n)
   settle(tasks, n)
   return first:result()
@@ -187,16 +170,10 @@ function loom.wait(tasks, opts)
     error("bad argument #2 to 'wait' (timeout must be a non-negative number)", 2)
   end
   local list = pack(unpack(tasks))
-  local ts = as_tasks("wait", list, 1)
   local n = list.n
-  local left, ev, stop = n, event(), false
-  local function done(t)
-    left = left - 1
-    if left == 0 or when == "first" or (when == "first_error" and t:status() ~= "done") then stop = true end
-    if stop then ev:set() end
-  end
-  for i = 1, n do on_done(ts[i], done) end
-  if n > 0 and not stop then ev:wait(opts.timeout) end
+  local mode = when == "first" and "first" or (when == "first_error" and "all" or "settle")
+  local ts, cd = as_tasks("wait", list, mode)
+  cd:wait(opts.timeout)
   local finished, pending = {}, {}
   for i = 1, n do
     local t = ts[i]
@@ -218,7 +195,7 @@ function loom.as_completed(tasks, timeout)
     error(("bad argument #2 to 'as_completed' (non-negative number expected, got %s)"):format(tostring(timeout)), 2)
   end
   local list = pack(unpack(tasks))
-  local ts = as_tasks("as_completed", list, 1)
+  local ts = as_tasks("as_completed", list, "settle")
   local n = list.n
   local q = queue()
   for i = 1, n do on_done(ts[i], function(t) q:put_nowait(t) end) end
@@ -237,29 +214,6 @@ function loom.as_completed(tasks, timeout)
     given = given + 1
     return t
   end
-end
-
-local function timeout_end(scope, ok, ...)
-  if scope_close(scope, ok, (...)) then return false, "timeout" end
-  if ok then return true, ... end
-  error((...), 0)
-end
-
---- Runs fn(...) in the calling task with a deadline: `true, results...` if
--- it finished in time; on expiry the work inside is cancelled, its cleanup
--- (`<close>`, pcall) runs, and `false, "timeout"` is returned. Errors of fn
--- pass through. Nestable: the nearest deadline wins. May block.
--- @param seconds the time allowed (math.huge: none)
--- @param fn the function to run
-function loom.timeout(seconds, fn, ...)
-  if type(seconds) ~= "number" or not (seconds >= 0) then
-    error(("bad argument #1 to 'timeout' (duration must be a non-negative number, got %s)"):format(
-      type(seconds) == "number" and (seconds ~= seconds and "nan" or tostring(seconds)) or typename(seconds)), 2)
-  end
-  if type(fn) ~= "function" then
-    error(("bad argument #2 to 'timeout' (function expected, got %s)"):format(typename(fn)), 2)
-  end
-  return timeout_end(scope_open(seconds), pcall(fn, ...))
 end
 
 --- Runs fn(...) in its own task so that cancelling the caller does not
