@@ -193,6 +193,28 @@ describe("tasks", function()
     end)
   end)
 
+  it("survive a user closing a task's coroutine from outside", function()
+    run(function()
+      local co
+      local t = loom.spawn(function()
+        co = coroutine.running()
+        loom.timeout(5, loom.sleep, 0.02)
+      end)
+      loom.sleep(0.01)
+      assert.is_true(coroutine.close(co))
+      local ok, err = pcall(t.await, t)
+      assert.is_false(ok)
+      assert.matches("closed from outside", err)
+      -- woken with values already pushed, then closed
+      local q = loom.queue()
+      local t2 = loom.spawn(function() co = coroutine.running(); return q:get() end)
+      loom.sleep(0)
+      q:put("item")
+      coroutine.close(co)
+      assert.has_error(function() t2:await() end)
+    end)
+  end)
+
   it("ignore a stray resume after the wake-up, keeping its values", function()
     run(function()
       local co

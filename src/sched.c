@@ -86,6 +86,12 @@ static void step(loom_loop *lp, loom_task *t) {
       return;
     }
     loom_start(lp, t);
+  } else if (lua_status(t->co) != LUA_YIELD) {
+    /* its coroutine was closed from outside (coroutine.close): it is gone */
+    lua_settop(t->co, 0);
+    lua_pushliteral(t->co, "loom: the task's coroutine was closed from outside");
+    loom_finish(lp, t, LUA_ERRRUN, 0);
+    return;
   }
   t->state = LOOM_RUNNING;
   lp->current = t;
