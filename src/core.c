@@ -39,6 +39,8 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_sync(L);
   loom_open_queue(L);
   loom_open_watch(L);
+  loom_open_fs(L);
+  loom_open_fswatch(L);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
   luaL_getmetatable(L, LOOM_TASK);

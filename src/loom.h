@@ -139,6 +139,17 @@ struct loom_loop {
 
 #define loom_getstate(L) ((loom_state *)lua_touserdata((L), lua_upvalueindex(1)))
 
+/* The `data` of every libuv handle loom opens for a Lua object points at a
+   struct starting with this: loom.run's teardown asks the owner to close a
+   handle left open (so the owner's close callback frees what it must). */
+typedef struct loom_handle {
+  void (*close)(uv_handle_t *h);
+} loom_handle;
+
+/* libuv errors as Lua failures: pushes nil, "<prefix>: <message>", "<ENAME>"
+   (no prefix when it is NULL) and returns 3. */
+int loom_fail(lua_State *L, int err, const char *prefix);
+
 /* Stack layout of the driver (sched.c), which loom_start/loom_finish use. */
 enum { LOOM_DRV_LOOP = 1, LOOM_DRV_POOL, LOOM_DRV_SLOTS };
 
@@ -183,6 +194,10 @@ uint64_t loom_deadline(lua_State *L, int arg);
 void loom_close_scopes(loom_loop *lp, loom_task *t);
 void loom_free_scopes(loom_state *S);
 void loom_open_timer(lua_State *L);
+
+/* fs.c, fswatch.c */
+void loom_open_fs(lua_State *L);
+void loom_open_fswatch(lua_State *L);
 
 /* sync.c, queue.c, watch.c */
 void loom_open_sync(lua_State *L);

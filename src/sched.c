@@ -184,8 +184,26 @@ static int driver(lua_State *L) {
 
 static void count_and_close(uv_handle_t *h, void *arg) {
   loom_loop *lp = arg;
-  if (h != (uv_handle_t *)&lp->timer) lp->S->last_handles++;
-  if (!uv_is_closing(h)) uv_close(h, NULL);
+  if (h == (uv_handle_t *)&lp->timer) {
+    uv_close(h, NULL);
+    return;
+  }
+  if (uv_is_closing(h)) return;
+  lp->S->last_handles++;
+  if (h->data)
+    ((loom_handle *)h->data)->close(h);
+  else
+    uv_close(h, NULL);
+}
+
+int loom_fail(lua_State *L, int err, const char *prefix) {
+  lua_pushnil(L);
+  if (prefix)
+    lua_pushfstring(L, "%s: %s", prefix, uv_strerror(err));
+  else
+    lua_pushstring(L, uv_strerror(err));
+  lua_pushstring(L, uv_err_name(err));
+  return 3;
 }
 
 /* After an internal error in the driver, tasks may still be suspended: close

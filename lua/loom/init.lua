@@ -231,5 +231,6 @@ end
 
 loom.condition = require "loom.condition"
 loom.group = require "loom.group"
+loom.fs = require "loom.fs"
 
 return loom
