@@ -44,6 +44,27 @@ describe("loom.sleep", function()
     assert.are.same({ 1, 2, 3, "main" }, log)
   end)
 
+  it("timers are not starved by a task that yields with sleep(0) between long steps", function()
+    run(function()
+      local stop, worst = false, 0
+      loom.spawn(function()
+        local t_end = loom.now() + 0.3
+        while loom.now() < t_end do
+          local t = loom.now()
+          while loom.now() - t < 0.0005 do end -- a 0.5 ms step
+          loom.sleep(0)
+        end
+        stop = true
+      end)
+      while not stop do
+        local t = loom.now()
+        loom.sleep(0.001)
+        worst = math.max(worst, loom.now() - t - 0.001)
+      end
+      assert.is_true(worst < 0.01, worst)
+    end)
+  end)
+
   it("sleep(math.huge) waits until cancelled", function()
     run(function()
       local t = loom.spawn(loom.sleep, math.huge)

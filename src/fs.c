@@ -14,7 +14,7 @@
 #include "loom.h"
 
 #define LOOM_FILE "loom.File"
-#define FILE_BUF (256 * 1024) /* a refill reads this much: one pool trip per 4 reads of 64 KiB */
+#define FILE_BUF (1024 * 1024) /* a refill reads this much: one pool trip per 4 reads of 64 KiB */
 #define NUMERAL_MAX 200
 
 enum {

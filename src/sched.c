@@ -110,16 +110,17 @@ static void step(loom_loop *lp, loom_task *t) {
 }
 
 /* Runs ready tasks in FIFO order, including those they make ready, until the
-   queue is empty or the slice is used up (then libuv gets its poll). */
+   queue is empty or the slice is used up (then timers and libuv get their
+   turn). The clock is read after every step: a few long steps must not hold
+   timers and I/O back for longer than one of them. */
 static void run_ready(loom_loop *lp) {
-  uint64_t start = uv_hrtime();
-  unsigned n = 0;
+  uint64_t end = uv_hrtime() + SLICE_NS;
   loom_task *t;
   while ((t = lp->ready_head) != NULL) {
     lp->ready_head = t->next_ready;
     if (lp->ready_head == NULL) lp->ready_tail = NULL;
     step(lp, t);
-    if ((++n & 63) == 0 && uv_hrtime() - start > SLICE_NS) break;
+    if (uv_hrtime() > end) break;
   }
 }
 
