@@ -106,6 +106,38 @@ describe("loom.fs files behave as io", function()
     end)
   end)
 
+  it("reads multi-block files through the read-ahead exactly as io does", function()
+    local path = d .. "/multi.txt"
+    local h = assert(io.open(path, "wb"))
+    local parts = {}
+    for i = 1, 30000 do parts[#parts + 1] = ("line %d %s\n"):format(i, ("x"):rep(i % 97)) end
+    parts[15000] = ("L"):rep(200000) .. "\n" -- longer than the room, near a block boundary
+    h:write(table.concat(parts))
+    h:close()
+    run(function()
+      for _, fmt in ipairs({ "L", 65536, 1000 }) do
+        local expected, got = {}, {}
+        local ioh = assert(io.open(path, "rb"))
+        for v in ioh:lines(fmt) do expected[#expected + 1] = v end
+        ioh:close()
+        local f = assert(fs.open(path, "rb"))
+        for v in f:lines(fmt) do got[#got + 1] = v end
+        f:close()
+        assert.are.equal(#expected, #got)
+        assert.is_true(table.concat(expected) == table.concat(got), "content differs for " .. fmt)
+      end
+      -- a file closed while its read-ahead is in flight, and one dropped unclosed
+      local f = assert(fs.open(path, "rb"))
+      assert(f:read(10))
+      assert.is_true(f:close())
+      local g = assert(fs.open(path, "rb"))
+      assert(g:read(10))
+      g = nil
+      loom.sleep(0.01)
+      collectgarbage(); collectgarbage()
+    end)
+  end)
+
   it("returns io-style failures with libuv codes", function()
     run(function()
       local f, err, code = fs.open(d .. "/missing.txt")
@@ -185,11 +217,17 @@ describe("loom.fs files behave as io", function()
         pcall(t.await, t)
       end
       assert.are.equal("0123456789", f:read(10)) -- nothing consumed by the cancelled reads
+      -- a read-ahead is now in flight: a write queued behind it and cancelled never happens
+      local queued = loom.spawn(function() return f:write("zzzzz") end)
+      loom.sleep(0)
+      queued:cancel()
+      pcall(queued.await, queued)
+      assert.are.equal(10, f:seek("cur")) -- (seek waits for the read-ahead to land)
+      -- a write cancelled while in the pool still happens: the position moves past it
       local w = loom.spawn(function() return f:write("ABCDE") end)
       loom.sleep(0)
       w:cancel()
       pcall(w.await, w)
-      -- the write went through in the pool: the position moved past it
       assert.are.equal(15, f:seek("cur"))
       f:seek("set", 10)
       assert.are.equal("ABCDE56789", f:read(10))

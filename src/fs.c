@@ -14,7 +14,8 @@
 #include "loom.h"
 
 #define LOOM_FILE "loom.File"
-#define FILE_BUF (1024 * 1024) /* a refill reads this much: one pool trip per 4 reads of 64 KiB */
+#define FILE_BUF (1024 * 1024) /* a refill reads this much: one pool trip per 16 reads of 64 KiB */
+#define AHEAD_ROOM (64 * 1024) /* room before read-ahead data for what is left of the buffer */
 #define NUMERAL_MAX 200
 
 enum {
@@ -34,7 +35,10 @@ typedef struct fsreq {
   char *buf;  /* read: the buffer the file adopts; write: a copy of the data */
   size_t cap; /* its size */
   size_t keep; /* read: buffered bytes copied to the front of buf */
-  int64_t off; /* read: file offset of buf[0]; write: offset written at (-1: append) */
+  int64_t off; /* read: file offset of buf[0] (read-ahead: of buf[AHEAD_ROOM]); write: offset
+                  written at (-1: append) */
+  int ahead;   /* a read-ahead: owned by the file, not by a task */
+  int done;    /* read-ahead: completed */
 } fsreq;
 
 struct lfile {
@@ -49,8 +53,11 @@ struct lfile {
   int64_t bufoff;   /* file offset of buf[0]; the position is bufoff + rpos */
   int fmt_i, nfmt;  /* read: the format being served, how many there are */
   size_t want;      /* read: bytes wanted in the buffer from rpos */
+  fsreq *ahead;     /* the read of the next block, started while this one is served */
   loom_link waiters;
 };
+
+#define ahead_pending(f) ((f)->ahead != NULL && !(f)->ahead->done)
 
 /* Upvalues of every function here: 1 = module state, 2 = the file metatable. */
 #define MT lua_upvalueindex(2)
@@ -86,7 +93,7 @@ static void drop_buffer(lfile *f) {
    waiting for the file may go. */
 static void file_release(loom_loop *lp, lfile *f) {
   f->busy = 0;
-  if (f->closed && f->fd >= 0) {
+  if (f->closed && f->fd >= 0 && !ahead_pending(f)) {
     close_fd(NULL, f->fd);
     f->fd = -1;
   }
@@ -114,11 +121,28 @@ static void orphan(loom_loop *lp, fsreq *r) {
   end_file_req(lp->L, lp, r);
 }
 
+/* A read-ahead landed with no task waiting for it: it stays with the file
+   until a read adopts it; the file needs no anchor any more; an operation
+   that waited for it may go. */
+static void ahead_landed(loom_loop *lp, fsreq *r) {
+  lfile *f = r->file;
+  r->done = 1;
+  luaL_unref(lp->L, LUA_REGISTRYINDEX, r->fileref);
+  r->fileref = LUA_NOREF;
+  if (f->closed) {
+    f->ahead = NULL;
+    req_free(r);
+  }
+  if (!f->busy) file_release(lp, f);
+}
+
 static void on_fs(uv_fs_t *req) {
   fsreq *r = loom_container(req, fsreq, req);
   loom_loop *lp = (loom_loop *)req->loop;
   if (r->task)
     loom_wake(lp, r->task, 0);
+  else if (r->ahead)
+    ahead_landed(lp, r);
   else
     orphan(lp, r);
 }
@@ -222,10 +246,12 @@ static void push_file(lua_State *L, uv_file fd, int flags) {
   lua_setmetatable(L, -2);
 }
 
+static int read_retry(lua_State *L, int status, lua_KContext ctx);
+
 /* Waits, FIFO, while another task's operation on f is in flight; k retries
    the operation from the start. Returns 0 if f is free (and now taken). */
 static int take_file(lua_State *L, loom_task *t, lfile *f, lua_KFunction k) {
-  if (!f->busy) return 0;
+  if (!f->busy && (k == read_retry || !ahead_pending(f))) return 0; /* reads use the read-ahead */
   loom_suspend(L, t);
   loom_list_append(&f->waiters, &t->wait);
   return loom_yield(L, t, k);
@@ -247,6 +273,110 @@ static void own_file(lua_State *L, lfile *f, fsreq *r) {
   }
 
 static int read_k(lua_State *L, int status, lua_KContext ctx);
+static int read_formats(lua_State *L, loom_state *S, loom_task *t, lfile *f);
+
+static void keep_spare(lfile *f, char *buf, size_t cap) {
+  free(f->spare);
+  f->spare = buf;
+  f->spare_cap = cap;
+}
+
+/* Forgets a read-ahead that has landed (its buffer becomes the spare). */
+static void drop_ahead(lfile *f) {
+  fsreq *r = f->ahead;
+  if (r == NULL || !r->done) return;
+  keep_spare(f, r->buf, r->cap);
+  r->buf = NULL;
+  f->ahead = NULL;
+  req_free(r);
+}
+
+/* Starts reading the block after the buffer into a second buffer, after a
+   room where what is left of the current one goes at adoption: sequential
+   reads then overlap the pool's reading with the loop's serving. The file at
+   index 1 is anchored while the read is in flight. */
+static void start_ahead(lua_State *L, loom_state *S, lfile *f) {
+  size_t cap = FILE_BUF + AHEAD_ROOM;
+  fsreq *r;
+  uv_buf_t b;
+  if (f->closed || f->ahead || f->eof || (r = req_new(OP_READ)) == NULL) return;
+  if (f->spare && f->spare_cap >= cap) {
+    r->buf = f->spare;
+    cap = f->spare_cap;
+    f->spare = NULL;
+  } else if ((r->buf = malloc(cap)) == NULL) {
+    req_free(r);
+    return;
+  }
+  r->cap = cap;
+  r->ahead = 1;
+  r->off = f->bufoff + (int64_t)f->len;
+  b = uv_buf_init(r->buf + AHEAD_ROOM, (unsigned)(cap - AHEAD_ROOM));
+  if (uv_fs_read(&S->loop->uv, &r->req, f->fd, &b, 1, r->off, on_fs) < 0) {
+    req_free(r);
+    return;
+  }
+  r->file = f;
+  lua_pushvalue(L, 1);
+  r->fileref = luaL_ref(L, LUA_REGISTRYINDEX);
+  f->ahead = r;
+}
+
+/* Makes the landed read-ahead the buffer, with what is left of the current
+   one in front. Returns 0, or the read's libuv error. */
+static int adopt_ahead(lfile *f) {
+  fsreq *r = f->ahead;
+  size_t have = f->len - f->rpos;
+  int64_t n = r->req.result;
+  f->ahead = NULL;
+  if (n < 0) {
+    req_free(r);
+    return (int)n;
+  }
+  if (have <= AHEAD_ROOM) {
+    memcpy(r->buf + AHEAD_ROOM - have, f->buf + f->rpos, have);
+    keep_spare(f, f->buf, f->cap);
+    f->buf = r->buf;
+    f->cap = r->cap;
+    r->buf = NULL;
+    f->rpos = AHEAD_ROOM - have;
+    f->len = AHEAD_ROOM + (size_t)n;
+    f->bufoff = r->off - AHEAD_ROOM;
+  } else { /* a long line spans the blocks: join them in a new buffer */
+    size_t cap = have + (size_t)n;
+    char *nb = malloc(cap ? cap : 1);
+    if (nb == NULL) {
+      req_free(r);
+      return UV_ENOMEM;
+    }
+    memcpy(nb, f->buf + f->rpos, have);
+    memcpy(nb + have, r->buf + AHEAD_ROOM, (size_t)n);
+    keep_spare(f, r->buf, r->cap);
+    r->buf = NULL;
+    free(f->buf);
+    f->buf = nb;
+    f->cap = cap;
+    f->rpos = 0;
+    f->len = cap;
+    f->bufoff = r->off - (int64_t)have;
+  }
+  f->eof = n == 0;
+  req_free(r);
+  return 0;
+}
+
+static int ahead_k(lua_State *L, int status, lua_KContext ctx);
+
+static void ahead_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  fsreq *r = t->waitobj;
+  r->task = NULL;
+  if (t->state == LOOM_READY) { /* it landed: it stays with the file */
+    r->done = 1;
+    luaL_unref(L, LUA_REGISTRYINDEX, r->fileref);
+    r->fileref = LUA_NOREF;
+  }
+  file_release(lp, r->file);
+}
 
 /* Reads more of the file into a new buffer holding what is left of the old
    one, at least f->want bytes from rpos if the file has them. */
@@ -255,6 +385,22 @@ static int refill(lua_State *L, loom_state *S, loom_task *t, lfile *f) {
   fsreq *r;
   uv_buf_t b;
   int rc;
+  if (f->ahead) {
+    if (!f->ahead->done) { /* wait for it */
+      loom_suspend(L, t);
+      f->ahead->task = t;
+      t->undo = ahead_undo;
+      t->waitobj = f->ahead;
+      return loom_yield(L, t, ahead_k);
+    }
+    if ((rc = adopt_ahead(f)) < 0) {
+      file_release(S->loop, f);
+      lua_settop(L, 1 + f->nfmt);
+      return loom_fail(L, rc, NULL);
+    }
+    if (f->want <= FILE_BUF) start_ahead(L, S, f);
+    return read_formats(L, S, t, f);
+  }
   while (cap < f->want || cap < have + FILE_BUF / 4) cap *= 2;
   if ((r = req_new(OP_READ)) == NULL) {
     f->busy = 0;
@@ -429,9 +575,7 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
     lua_settop(L, 1 + f->nfmt);
     return loom_fail(L, err, NULL);
   }
-  free(f->spare);
-  f->spare = f->buf;
-  f->spare_cap = f->cap;
+  keep_spare(f, f->buf, f->cap);
   f->buf = r->buf;
   f->cap = r->cap;
   r->buf = NULL;
@@ -441,8 +585,29 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
   f->eof = r->req.result == 0;
   luaL_unref(L, LUA_REGISTRYINDEX, r->fileref);
   r->file = NULL;
+  if (f->len == f->cap && f->want <= FILE_BUF) start_ahead(L, S, f); /* sequential: read on */
   req_free(r);
   f->busy = 1; /* still ours until the formats are served */
+  return read_formats(L, S, (loom_task *)ctx, f);
+}
+
+/* The read-ahead the task waited for has landed. */
+static int ahead_k(lua_State *L, int status, lua_KContext ctx) {
+  fsreq *r = woken_req(L, ctx, ahead_k);
+  loom_state *S = loom_getstate(L);
+  lfile *f = r->file;
+  int rc;
+  (void)status;
+  r->task = NULL;
+  r->done = 1;
+  luaL_unref(L, LUA_REGISTRYINDEX, r->fileref);
+  r->fileref = LUA_NOREF;
+  if ((rc = adopt_ahead(f)) < 0) {
+    file_release(S->loop, f);
+    lua_settop(L, 1 + f->nfmt);
+    return loom_fail(L, rc, NULL);
+  }
+  if (f->want <= FILE_BUF) start_ahead(L, S, f);
   return read_formats(L, S, (loom_task *)ctx, f);
 }
 
@@ -520,6 +685,7 @@ static int f_write(lua_State *L) {
     memcpy(r->buf + at, s, len);
     at += len;
   }
+  drop_ahead(f);
   drop_buffer(f);
   r->cap = total;
   r->off = f->append ? -1 : f->bufoff;
@@ -587,6 +753,7 @@ static int f_seek(lua_State *L) {
   loom_task *t = loom_checkrunning(L, S, "seek");
   int64_t pos;
   if (take_file(L, t, f, seek_retry)) return 0;
+  drop_ahead(f);
   lua_settop(L, 3);
   if (op == 2 || (op == 1 && f->pos_at_end)) { /* relative to the end: needs the size */
     lua_pushinteger(L, off);
@@ -645,6 +812,7 @@ static int f_truncate(lua_State *L) {
   loom_task *t = loom_checkrunning(L, S, "truncate");
   luaL_argcheck(L, size >= -1, 2, "size must not be negative");
   if (take_file(L, t, f, truncate_retry)) return 0;
+  drop_ahead(f);
   if (size < 0) size = f->bufoff + (int64_t)f->rpos;
   return file_op(L, S, t, f, OP_FTRUNC, size, simple_k);
 }
@@ -683,11 +851,12 @@ static int f_close(lua_State *L) {
     return 1;
   }
   f->closed = 1;
+  drop_ahead(f);
   free(f->buf);
   free(f->spare);
   f->buf = f->spare = NULL;
   f->cap = f->spare_cap = f->len = f->rpos = 0;
-  if (f->busy) { /* file_release closes it when the request is over */
+  if (f->busy || f->ahead) { /* closed when the request in flight is over */
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -709,6 +878,7 @@ static int f_close(lua_State *L) {
 /* A file collected unclosed is closed (synchronously: __gc cannot wait). */
 static int f_gc(lua_State *L) {
   lfile *f = lua_touserdata(L, 1);
+  drop_ahead(f); /* a read-ahead in flight anchors the file: this one has landed */
   if (f->fd >= 0) {
     close_fd(NULL, f->fd);
     f->fd = -1;
