@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs loom's scheduler microbenchmarks and the peers' (../shared/bench)
 # side by side, alternating, pinned to one core, and prints each figure with
-# its ratio to loom's. usage: bench/run.sh [rounds] [bench ...]
+# its ratio to loom's; then the file benchmarks (SKIP_FS=1 skips them).
+# usage: bench/run.sh [rounds] [bench ...]
 set -u
 cd "$(dirname "$0")/.."
 PEERS=${PEERS_DIR:-../shared/bench}
@@ -68,3 +69,13 @@ for _, b in ipairs({ "spawn", "pingpong", "semaphore", "gather", "timeout", "sle
 end
 LUA
 rm -f "$results"
+
+# Files: thread-pool work, so not pinned (the pool's parallelism is the point).
+if [ -z "${SKIP_FS:-}" ]; then
+  echo "files (not pinned; 3 rounds inside each run, medians)"
+  lua5.4 bench/fs.lua read
+  for r in $(seq "$ROUNDS"); do
+    lua5.4 bench/fs.lua stat
+    have node && node bench/fs_node.js
+  done
+fi

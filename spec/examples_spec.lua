@@ -108,5 +108,30 @@ describe("examples", function()
     local cut = tonumber(out:match("slow operation: ok=false, timeout %(cut after (%d+%.%d+)s%)"))
     assert.is_true(cut >= 0.1 and cut < 0.2, out)
   end)
+
+  it("walk.lua reports the ten largest files and the total of a tree", function()
+    local root = os.tmpname()
+    os.remove(root)
+    local sizes, total = {}, 0
+    for i = 1, 14 do
+      local dir = root .. "/d" .. (i % 3) .. "/sub" .. (i % 2)
+      os.execute("mkdir -p '" .. dir .. "'")
+      local path = dir .. "/f" .. i .. ".bin"
+      local h = assert(io.open(path, "wb"))
+      h:write(("x"):rep(i * 100))
+      h:close()
+      sizes[#sizes + 1] = { path = path, size = i * 100 }
+      total = total + i * 100
+    end
+    local out, code = helper.lua(nil, { file = "examples/walk.lua '" .. root .. "'" })
+    os.execute("rm -rf '" .. root .. "'")
+    assert.are.equal(0, code, out)
+    assert.matches(("14 files in 10 directories, %d bytes in total"):format(total), out, 1, true)
+    table.sort(sizes, function(a, b) return a.size > b.size end)
+    local listed = {}
+    for size, path in out:gmatch("\n%s+(%d+)  ([^\n]+)") do listed[#listed + 1] = { path = path, size = tonumber(size) } end
+    assert.are.equal(10, #listed)
+    for i = 1, 10 do assert.are.same(sizes[i], listed[i]) end
+  end)
 end)
 

@@ -31,12 +31,13 @@ end
 
 --- Runs a Lua 5.4 script in a child process with loom on its paths; returns
 -- its output (stdout and stderr together) and its exit status. `opts.file`
--- names a script file instead, `opts.env` is a "NAME=value ..." prefix.
+-- runs a script file instead (a shell word list: the file and its arguments),
+-- `opts.env` is a "NAME=value ..." prefix.
 function helper.lua(script, opts)
   opts = opts or {}
   local cmd = ("%s LUA_PATH=%s LUA_CPATH=%s lua5.4 %s 2>&1"):format(opts.env or "",
     shell_quote(package.path), shell_quote(package.cpath),
-    opts.file and shell_quote(opts.file) or ("-e " .. shell_quote(script)))
+    opts.file or ("-e " .. shell_quote(script)))
   local p = assert(io.popen(cmd))
   local out = p:read("a")
   local _, _, code = p:close()
