@@ -217,12 +217,16 @@ describe("loom.fs files behave as io", function()
         pcall(t.await, t)
       end
       assert.are.equal("0123456789", f:read(10)) -- nothing consumed by the cancelled reads
-      -- a read-ahead is now in flight: a write queued behind it and cancelled never happens
+      -- a write queued behind another task's read, cancelled before its turn, never happens
+      assert.are.equal(100000, f:seek("set", 100000)) -- outside the buffer: the next read goes to the pool
+      local reader = loom.spawn(function() return f:read(10) end)
       local queued = loom.spawn(function() return f:write("zzzzz") end)
-      loom.sleep(0)
+      loom.sleep(0) -- the reader's request is in flight, the writer waits behind it
       queued:cancel()
       pcall(queued.await, queued)
-      assert.are.equal(10, f:seek("cur")) -- (seek waits for the read-ahead to land)
+      assert.are.equal("0123456789", reader:await())
+      assert.are.equal(100010, f:seek("cur"))
+      f:seek("set", 10)
       -- a write cancelled while in the pool still happens: the position moves past it
       local w = loom.spawn(function() return f:write("ABCDE") end)
       loom.sleep(0)
@@ -231,6 +235,49 @@ describe("loom.fs files behave as io", function()
       assert.are.equal(15, f:seek("cur"))
       f:seek("set", 10)
       assert.are.equal("ABCDE56789", f:read(10))
+      f:close()
+    end)
+  end)
+
+  it("a long run of buffered reads lets other tasks run, and loses no data to a cancellation", function()
+    local path = d .. "/long"
+    local h = assert(io.open(path, "wb")); h:write(string.rep("y", 8 * 1024 * 1024)); h:close()
+    run(function()
+      local ticks = 0
+      local ticker = loom.spawn(function() while true do loom.sleep(0); ticks = ticks + 1 end end)
+      local f = assert(fs.open(path))
+      local got, calls = 0, 0
+      while true do
+        local s = f:read(4096)
+        if not s then break end
+        got, calls = got + #s, calls + 1
+      end
+      assert.are.equal(8 * 1024 * 1024, got)
+      assert.is_true(ticks > 1, ticks) -- the reader let the ticker run between buffered reads
+      ticker:cancel()
+      -- cancel a reader repeatedly: the bytes it returned plus what is left add up
+      f:seek("set")
+      local total = 0
+      for _ = 1, 50 do
+        local reader = loom.spawn(function()
+          local n = 0
+          while true do
+            local s = f:read(65536)
+            if not s then return n end
+            n = n + #s
+            total = total + #s
+          end
+        end)
+        loom.sleep(0)
+        reader:cancel()
+        pcall(reader.await, reader)
+      end
+      while true do
+        local s = f:read(65536)
+        if not s then break end
+        total = total + #s
+      end
+      assert.are.equal(8 * 1024 * 1024, total)
       f:close()
     end)
   end)

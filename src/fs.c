@@ -14,7 +14,9 @@
 #include "loom.h"
 
 #define LOOM_FILE "loom.File"
-#define FILE_BUF (1024 * 1024) /* a refill reads this much: one pool trip per 16 reads of 64 KiB */
+#define FIRST_BUF (64 * 1024)      /* the first refill of a file: small files stay small */
+#define FILE_BUF (2 * 1024 * 1024) /* a read-ahead block: the pool reads this much while the loop
+                                      serves the block before it */
 #define AHEAD_ROOM (64 * 1024) /* room before read-ahead data for what is left of the buffer */
 #define NUMERAL_MAX 200
 
@@ -381,7 +383,7 @@ static void ahead_undo(lua_State *L, loom_loop *lp, loom_task *t) {
 /* Reads more of the file into a new buffer holding what is left of the old
    one, at least f->want bytes from rpos if the file has them. */
 static int refill(lua_State *L, loom_state *S, loom_task *t, lfile *f) {
-  size_t have = f->len - f->rpos, cap = f->cap ? f->cap : FILE_BUF;
+  size_t have = f->len - f->rpos, cap = f->cap ? f->cap : FIRST_BUF;
   fsreq *r;
   uv_buf_t b;
   int rc;
@@ -401,7 +403,7 @@ static int refill(lua_State *L, loom_state *S, loom_task *t, lfile *f) {
     if (f->want <= FILE_BUF) start_ahead(L, S, f);
     return read_formats(L, S, t, f);
   }
-  while (cap < f->want || cap < have + FILE_BUF / 4) cap *= 2;
+  while (cap < f->want || cap < have + FIRST_BUF / 4) cap *= 2;
   if ((r = req_new(OP_READ)) == NULL) {
     f->busy = 0;
     return luaL_error(L, "read: out of memory");
@@ -561,6 +563,12 @@ static int read_formats(lua_State *L, loom_state *S, loom_task *t, lfile *f) {
     if (got < 0) break;
   }
   file_release(S->loop, f);
+  if (loom_step_expired(S->loop)) { /* a long run of buffered reads: let others go */
+    int skip = 1 + f->nfmt;
+    lua_rotate(L, 1, -skip);
+    lua_pop(L, skip);
+    return loom_pause(L, t);
+  }
   return lua_gettop(L) - 1 - f->nfmt;
 }
 

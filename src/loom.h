@@ -105,6 +105,7 @@ struct loom_task {
   unsigned char notify;         /* done notifications: 0 none, 1 one, 2 a list */
   unsigned char scope_cancel;   /* the cancellation in flight is a deadline scope's */
   unsigned char cancel_missed;  /* another cancel came while a scope's was in flight */
+  unsigned char keep_wake;      /* woken with results that a cancellation must not drop */
 };
 
 typedef struct loom_state {
@@ -127,6 +128,7 @@ struct loom_loop {
   loom_state *S;
   lua_State *L; /* the thread running loom.run: resumes tasks from here */
   loom_task *current;
+  uint64_t step_start; /* when the current step began (uv_hrtime) */
   loom_task *main;
   loom_task *ready_head, *ready_tail;
   loom_link live;
@@ -165,6 +167,8 @@ void loom_throw(loom_loop *lp, loom_task *t);
 loom_task *loom_checkrunning(lua_State *L, loom_state *S, const char *fname);
 void loom_suspend(lua_State *L, loom_task *t);
 #define loom_yield(L, t, k) lua_yieldk((L), 0, (lua_KContext)(t), (k))
+int loom_step_expired(loom_loop *lp);
+int loom_pause(lua_State *L, loom_task *t);
 loom_task *loom_resumed(lua_State *L, loom_state *S, lua_KContext ctx, lua_KFunction k);
 int loom_run(lua_State *L);
 

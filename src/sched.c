@@ -58,6 +58,7 @@ void loom_suspend(lua_State *L, loom_task *t) {
   t->state = LOOM_WAITING;
   t->kept = lua_gettop(L);
   t->timed_out = 0;
+  t->keep_wake = 0;
   t->undo = NULL;
 }
 
@@ -114,14 +115,37 @@ static void step(loom_loop *lp, loom_task *t) {
    turn). The clock is read after every step: a few long steps must not hold
    timers and I/O back for longer than one of them. */
 static void run_ready(loom_loop *lp) {
-  uint64_t end = uv_hrtime() + SLICE_NS;
+  uint64_t now = uv_hrtime(), end = now + SLICE_NS;
   loom_task *t;
   while ((t = lp->ready_head) != NULL) {
     lp->ready_head = t->next_ready;
     if (lp->ready_head == NULL) lp->ready_tail = NULL;
+    lp->step_start = now;
     step(lp, t);
-    if (uv_hrtime() > end) break;
+    if ((now = uv_hrtime()) > end) break;
   }
+}
+
+/* True when the running task's step has lasted a whole slice: a call that
+   would return at once (data already buffered) lets the others run first. */
+int loom_step_expired(loom_loop *lp) {
+  return uv_hrtime() - lp->step_start > SLICE_NS;
+}
+
+static int pause_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, pause_k);
+  return lua_gettop(L);
+}
+
+/* Returns every value on the stack, after the other ready tasks have run
+   (as sleep(0) does). For fast paths of blocking calls whose step has run
+   long; the caller leaves only its results on the stack. */
+int loom_pause(lua_State *L, loom_task *t) {
+  loom_suspend(L, t);
+  t->keep_wake = 1; /* its results are already taken: a cancellation waits for the next call */
+  loom_wake(loom_getstate(L)->loop, t, 0);
+  return loom_yield(L, t, pause_k);
 }
 
 static void cancel_all(loom_loop *lp) {

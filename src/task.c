@@ -379,7 +379,8 @@ int loom_cancel_with(lua_State *L, loom_loop *lp, loom_task *t, int scope) {
   /* A deadline that passes just as the task's operation completed does not
      take that result away: the scope's cancellation waits for the next
      blocking call, and is withdrawn if the body returns first. */
-  if ((t->state == LOOM_WAITING || (t->state == LOOM_READY && !scope)) && t->kept >= 0) {
+  if ((t->state == LOOM_WAITING || (t->state == LOOM_READY && !scope && !t->keep_wake)) &&
+      t->kept >= 0) {
     if (t->undo) {
       t->undo(L, lp, t);
       t->undo = NULL;
