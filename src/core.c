@@ -13,6 +13,24 @@ static int l_last_handles(lua_State *L) {
   return 1;
 }
 
+void loom_classfuncs(lua_State *L, int tbl, int S, int mt, const luaL_Reg *funcs) {
+  lua_pushvalue(L, tbl);
+  lua_pushvalue(L, S);
+  lua_pushvalue(L, mt);
+  luaL_setfuncs(L, funcs, 2);
+  lua_pop(L, 1);
+}
+
+void loom_newclass(lua_State *L, int S, const char *name, const luaL_Reg *methods, const luaL_Reg *meta) {
+  int mt;
+  luaL_newmetatable(L, name);
+  mt = lua_gettop(L);
+  lua_newtable(L);
+  loom_classfuncs(L, mt + 1, S, mt, methods);
+  lua_setfield(L, mt, "__index");
+  if (meta) loom_classfuncs(L, mt, S, mt, meta);
+}
+
 static int state_gc(lua_State *L) {
   loom_free_slots(lua_touserdata(L, 1));
   loom_free_scopes(lua_touserdata(L, 1));

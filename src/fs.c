@@ -1066,19 +1066,10 @@ void loom_open_fs(lua_State *L) {
       {"rename", p_rename},     {"copyfile", p_copyfile}, {"symlink", p_symlink},
       {"readlink", p_readlink}, {"realpath", p_realpath}, {"chmod", p_chmod},
       {"mkdtemp", p_mkdtemp},   {"scandir", p_scandir}, {NULL, NULL}};
-  luaL_newmetatable(L, LOOM_FILE); /* [S, mod, mt] */
-  lua_newtable(L);
-  lua_pushvalue(L, -4);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, methods, 2);
-  lua_setfield(L, -2, "__index");
-  lua_pushvalue(L, -3);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, meta, 2);
-  lua_newtable(L); /* module._fs */
-  lua_pushvalue(L, -4);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, funcs, 2);
-  lua_setfield(L, -3, "_fs");
-  lua_setfield(L, -2, "_File");
+  int S = lua_absindex(L, -2);
+  loom_newclass(L, S, LOOM_FILE, methods, meta); /* S + 2 */
+  lua_newtable(L);                               /* module._fs */
+  loom_classfuncs(L, S + 3, S, S + 2, funcs);
+  lua_setfield(L, S + 1, "_fs");
+  lua_setfield(L, S + 1, "_File");
 }

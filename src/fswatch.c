@@ -156,20 +156,11 @@ static int l_watch(lua_State *L) {
 /* Expects [state, module] on the stack, module._fs present. */
 void loom_open_fswatch(lua_State *L) {
   static const luaL_Reg methods[] = {{"next", w_next}, {"close", w_close}, {NULL, NULL}};
-  luaL_newmetatable(L, LOOM_WATCHER); /* [S, mod, mt] */
-  lua_newtable(L);
-  lua_pushvalue(L, -4);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, methods, 2);
-  lua_setfield(L, -2, "__index");
-  lua_pushvalue(L, -3);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, w_close, 2);
-  lua_setfield(L, -2, "__close");
-  lua_getfield(L, -2, "_fs");
-  lua_pushvalue(L, -4);
-  lua_pushvalue(L, -3);
-  lua_pushcclosure(L, l_watch, 2);
-  lua_setfield(L, -2, "watch");
+  static const luaL_Reg meta[] = {{"__close", w_close}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"watch", l_watch}, {NULL, NULL}};
+  int S = lua_absindex(L, -2);
+  loom_newclass(L, S, LOOM_WATCHER, methods, meta);
+  lua_getfield(L, S + 1, "_fs");
+  loom_classfuncs(L, S + 3, S, S + 2, funcs);
   lua_pop(L, 2);
 }

@@ -160,6 +160,13 @@ enum { LOOM_DRV_LOOP = 1, LOOM_DRV_POOL, LOOM_DRV_SLOTS };
    lookup by name, with the same error message. */
 void *loom_checkudata(lua_State *L, int arg, int mtidx);
 
+/* core.c: loom_newclass pushes a new metatable `name` holding `meta`, its
+   __index a table of `methods`; loom_classfuncs sets `funcs` into the table
+   at tbl. Every function is closed over (the module state at S, the
+   metatable at mt): upvalues 1 and 2. Indices are absolute. */
+void loom_newclass(lua_State *L, int S, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
+void loom_classfuncs(lua_State *L, int tbl, int S, int mt, const luaL_Reg *funcs);
+
 /* sched.c */
 void loom_ready(loom_loop *lp, loom_task *t);
 void loom_wake(loom_loop *lp, loom_task *t, int nargs);

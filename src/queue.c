@@ -400,7 +400,8 @@ static int q_close(lua_State *L) {
    closed and drained. `for item in q:items() do ... end`. May block. */
 static int q_items(lua_State *L) {
   checkqueue(L);
-  lua_pushvalue(L, lua_upvalueindex(3)); /* get */
+  lua_getfield(L, MT, "__index");
+  lua_getfield(L, -1, "get");
   lua_pushvalue(L, 1);
   return 2;
 }
@@ -472,27 +473,11 @@ void loom_open_queue(lua_State *L) {
                                      {"size", q_size},       {"empty", q_empty},
                                      {"full", q_full},       {"task_done", q_task_done},
                                      {"join", q_join},       {"close", q_close},
-                                     {NULL, NULL}};
+                                     {"items", q_items},     {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__len", q_len}, {"__tostring", q_tostring}, {NULL, NULL}};
-  luaL_newmetatable(L, LOOM_QUEUE); /* [S, mod, mt] */
-  lua_newtable(L);
-  lua_pushvalue(L, -4);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, methods, 2);
-  lua_getfield(L, -1, "get");
-  lua_pushvalue(L, -5);
-  lua_pushvalue(L, -4);
-  lua_pushvalue(L, -3); /* [.., methods, get, S, mt, get] */
-  lua_pushcclosure(L, q_items, 3);
-  lua_setfield(L, -3, "items");
-  lua_pop(L, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushvalue(L, -3);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, meta, 2);
-  lua_pushvalue(L, -3);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, l_queue, 2);
-  lua_setfield(L, -3, "queue");
+  static const luaL_Reg funcs[] = {{"queue", l_queue}, {NULL, NULL}};
+  int S = lua_absindex(L, -2);
+  loom_newclass(L, S, LOOM_QUEUE, methods, meta);
+  loom_classfuncs(L, S + 1, S, lua_gettop(L), funcs);
   lua_pop(L, 1);
 }

@@ -33,9 +33,9 @@ typedef struct event {
 } event;
 
 /* Upvalues of every function here: 1 = module state, 2 = the metatable of
-   the object type, 3 = the guard metatable (semaphores and locks). */
+   the object type (for locks and semaphores, its field __guard is the guard
+   metatable). */
 #define MT lua_upvalueindex(2)
-#define GUARD_MT lua_upvalueindex(3)
 
 static sem *checksem(lua_State *L) {
   return loom_checkudata(L, 1, MT);
@@ -50,7 +50,7 @@ static void push_guard(lua_State *L, sem *s, int sidx) {
   g->s = s;
   g->owner = s->owner;
   g->held = 1;
-  lua_pushvalue(L, GUARD_MT);
+  lua_getfield(L, MT, "__guard");
   lua_setmetatable(L, -2);
   lua_pushvalue(L, sidx);
   lua_setiuservalue(L, -2, 1);
@@ -271,36 +271,6 @@ static int l_event(lua_State *L) {
   return 1;
 }
 
-/* Creates metatable `name` whose __index holds `methods`, with every function
-   (methods, meta, ctor) closed over [state, metatable, extra]. Expects
-   [state, module, extra] on the stack; leaves it so. */
-static void make_type(lua_State *L, const char *name, const luaL_Reg *methods,
-                      const luaL_Reg *meta, const char *ctor_name, lua_CFunction ctor) {
-  int extra = lua_gettop(L);
-  luaL_newmetatable(L, name);
-  lua_newtable(L);
-  lua_pushvalue(L, extra - 2);
-  lua_pushvalue(L, -3);
-  lua_pushvalue(L, extra);
-  luaL_setfuncs(L, methods, 3);
-  lua_setfield(L, -2, "__index");
-  lua_pushvalue(L, extra - 2);
-  lua_pushvalue(L, -2);
-  lua_pushvalue(L, extra);
-  luaL_setfuncs(L, meta, 3);
-  lua_pushliteral(L, "__name");
-  lua_pushstring(L, name);
-  lua_rawset(L, -3);
-  if (ctor) {
-    lua_pushvalue(L, extra - 2);
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, extra);
-    lua_pushcclosure(L, ctor, 3);
-    lua_setfield(L, extra - 1, ctor_name);
-  }
-  lua_pop(L, 1);
-}
-
 /* Expects [state, module] on the stack. */
 void loom_open_sync(lua_State *L) {
   static const luaL_Reg guard_m[] = {{"release", g_release}, {"close", g_release}, {NULL, NULL}};
@@ -314,12 +284,20 @@ void loom_open_sync(lua_State *L) {
   static const luaL_Reg event_m[] = {
       {"set", e_set}, {"clear", e_clear}, {"is_set", e_is_set}, {"wait", e_wait}, {NULL, NULL}};
   static const luaL_Reg event_mt[] = {{"__tostring", e_tostring}, {NULL, NULL}};
-  lua_pushnil(L);
-  make_type(L, LOOM_GUARD, guard_m, guard_mt, NULL, NULL);
-  lua_pop(L, 1);
-  luaL_getmetatable(L, LOOM_GUARD);
-  make_type(L, LOOM_LOCK, lock_m, sem_mt, "lock", l_lock);
-  make_type(L, LOOM_SEM, sem_m, sem_mt, "semaphore", l_semaphore);
-  make_type(L, LOOM_EVENT, event_m, event_mt, "event", l_event);
-  lua_pop(L, 1);
+  static const luaL_Reg lock_ctor[] = {{"lock", l_lock}, {NULL, NULL}};
+  static const luaL_Reg sem_ctor[] = {{"semaphore", l_semaphore}, {NULL, NULL}};
+  static const luaL_Reg event_ctor[] = {{"event", l_event}, {NULL, NULL}};
+  int S = lua_absindex(L, -2), guard = S + 2;
+  loom_newclass(L, S, LOOM_GUARD, guard_m, guard_mt);
+  loom_newclass(L, S, LOOM_LOCK, lock_m, sem_mt);
+  lua_pushvalue(L, guard);
+  lua_setfield(L, -2, "__guard");
+  loom_classfuncs(L, S + 1, S, lua_gettop(L), lock_ctor);
+  loom_newclass(L, S, LOOM_SEM, sem_m, sem_mt);
+  lua_pushvalue(L, guard);
+  lua_setfield(L, -2, "__guard");
+  loom_classfuncs(L, S + 1, S, lua_gettop(L), sem_ctor);
+  loom_newclass(L, S, LOOM_EVENT, event_m, event_mt);
+  loom_classfuncs(L, S + 1, S, lua_gettop(L), event_ctor);
+  lua_settop(L, S + 1);
 }

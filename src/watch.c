@@ -140,16 +140,10 @@ void loom_open_watch(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"watch", cd_watch}, {"spawn", cd_spawn}, {"wait", cd_wait},
       {"task", cd_task},   {NULL, NULL}};
-  luaL_newmetatable(L, LOOM_COUNTDOWN); /* [S, mod, mt] */
-  ((loom_state *)lua_touserdata(L, -3))->countdown_mt = lua_topointer(L, -1);
-  lua_newtable(L);
-  lua_pushvalue(L, -4);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, methods, 2);
-  lua_setfield(L, -2, "__index");
-  lua_pushvalue(L, -3);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, l_countdown, 2);
-  lua_setfield(L, -3, "_countdown");
+  static const luaL_Reg funcs[] = {{"_countdown", l_countdown}, {NULL, NULL}};
+  int S = lua_absindex(L, -2);
+  loom_newclass(L, S, LOOM_COUNTDOWN, methods, NULL);
+  ((loom_state *)lua_touserdata(L, S))->countdown_mt = lua_topointer(L, -1);
+  loom_classfuncs(L, S + 1, S, lua_gettop(L), funcs);
   lua_pop(L, 1);
 }
