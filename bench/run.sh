@@ -6,7 +6,7 @@
 set -u
 cd "$(dirname "$0")/.."
 PEERS=${PEERS_DIR:-../shared/bench}
-ROUNDS=${1:-2}; shift || true
+ROUNDS=${1:-5}; shift || true
 BENCHES=${*:-spawn pingpong semaphore gather timeout sleepers}
 export LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;"
 pin() { if command -v taskset >/dev/null; then taskset -c 0 "$@"; else "$@"; fi; }
