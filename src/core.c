@@ -3,6 +3,7 @@
  * per-Lua-state module state (the running loop, the coroutine pool) and
  * registers each file's functions with it as their first upvalue.
  */
+#include <signal.h>
 #include <string.h>
 #include "loom.h"
 
@@ -38,6 +39,7 @@ static int state_gc(lua_State *L) {
 }
 
 int luaopen_loom_core(lua_State *L) {
+  signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an error value, not the end of the process */
   static const luaL_Reg funcs[] = {{"run", loom_run}, {"_last_handles", l_last_handles}, {NULL, NULL}};
   loom_state *S = lua_newuserdatauv(L, sizeof *S, LOOM_SUV_NUV);
   memset(S, 0, sizeof *S);
@@ -59,6 +61,8 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_watch(L);
   loom_open_fs(L);
   loom_open_fswatch(L);
+  loom_open_stream(L);
+  loom_open_tcp(L);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
   luaL_getmetatable(L, LOOM_TASK);

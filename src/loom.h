@@ -137,6 +137,7 @@ struct loom_loop {
   loom_timer **heap;
   int heap_n, heap_cap;
   uint64_t timer_seq;
+  char *readbuf; /* the loop's one read buffer (stream.c) */
 };
 
 #define loom_getstate(L) ((loom_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -208,6 +209,10 @@ void loom_open_timer(lua_State *L);
 
 /* fs.c, fswatch.c */
 void loom_open_fs(lua_State *L);
+
+/* stream.c, tcp.c */
+void loom_open_stream(lua_State *L);
+void loom_open_tcp(lua_State *L);
 void loom_open_fswatch(lua_State *L);
 
 /* sync.c, queue.c, watch.c */

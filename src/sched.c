@@ -256,6 +256,8 @@ static void teardown(loom_loop *lp) {
   uv_loop_close(&lp->uv);
   free(lp->heap);
   lp->heap = NULL;
+  free(lp->readbuf);
+  lp->readbuf = NULL;
 }
 
 static void report_unretrieved(lua_State *L, int failed) {

@@ -232,5 +232,7 @@ end
 loom.condition = require "loom.condition"
 loom.group = require "loom.group"
 loom.fs = require "loom.fs"
+local net = require "loom.net"
+loom.tcp, loom.unix, loom.dns = net.tcp, net.unix, net.dns
 
 return loom

@@ -1,0 +1,630 @@
+/*
+ * stream.c: loom.Stream, a connected byte stream over a libuv stream (a TCP
+ * socket or a Unix pipe), and loom.Server, a listening one. Owns the stream's
+ * read buffer (fed from the loop's one 256 KiB read buffer; reading stays on
+ * until the buffer passes a high-water mark), the write path (try the write
+ * now, queue only the unsent tail, wait above a high-water mark), and the
+ * handle's life (malloc'd, freed in its close callback).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "loom.h"
+#include "stream.h"
+
+#define READ_SLAB (256 * 1024) /* the loop's shared read buffer */
+#define READ_HIGH (256 * 1024) /* stop reading above this many buffered bytes */
+#define WRITE_HIGH (1024 * 1024) /* write waits while more than this is queued */
+#define WRITE_LOW (256 * 1024)   /* ... until it drops below this */
+#define LINE_MAX_DEFAULT (64 * 1024)
+
+enum { WANT_ANY, WANT_BYTES, WANT_SEP, WANT_ALL, WANT_LINE };
+
+typedef struct wreq {
+  uv_write_t req;
+  lstream *st;
+  size_t len;
+  char data[];
+} wreq;
+
+/* ---------------------------------------------------------------- life */
+
+static void free_handle(uv_handle_t *h) {
+  lstream *st = h->data;
+  luaL_unref(st->lp->L, LUA_REGISTRYINDEX, st->ref);
+  st->ref = LUA_NOREF;
+  free(h);
+}
+
+static void wake_all(loom_loop *lp, loom_link *list) {
+  while (!loom_list_empty(list)) loom_wake(lp, loom_container(list->next, loom_task, wait), 0);
+}
+
+/* Closes the handle (once); waiters wake and find the stream closed. The
+   userdata stays anchored until the close callback: write callbacks
+   (ECANCELED) run before it. */
+void loom_stream_shut(lstream *st) {
+  if (st->closed) return;
+  st->closed = 1;
+  if (st->s) {
+    uv_close((uv_handle_t *)st->s, free_handle);
+    st->s = NULL;
+  }
+  wake_all(st->lp, &st->readers);
+  wake_all(st->lp, &st->writers);
+}
+
+static void teardown_close(uv_handle_t *h) {
+  loom_stream_shut(h->data);
+}
+
+/* Makes a stream object for the handle hs (malloc'd, initialised on the loop)
+   and pushes it; mtidx is the Stream metatable. */
+lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx) {
+  lstream *st = lua_newuserdatauv(L, sizeof *st, 0);
+  memset(st, 0, sizeof *st);
+  st->h.close = teardown_close;
+  st->lp = lp;
+  st->s = hs;
+  st->line_max = LINE_MAX_DEFAULT;
+  loom_list_init(&st->readers);
+  loom_list_init(&st->writers);
+  hs->data = st;
+  lua_pushvalue(L, mtidx);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  st->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return st;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+/* The loop's one read buffer: libuv calls alloc and read back to back, and
+   the read callback copies out what arrived. */
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  loom_loop *lp = (loom_loop *)h->loop;
+  (void)hint;
+  if (lp->readbuf == NULL) lp->readbuf = malloc(READ_SLAB);
+  *buf = uv_buf_init(lp->readbuf, lp->readbuf ? READ_SLAB : 0);
+}
+
+static int buffer_append(lstream *st, const char *p, size_t n) {
+  if (st->rpos > 0 && st->rlen + n > st->rcap) { /* compact first */
+    memmove(st->rbuf, st->rbuf + st->rpos, st->rlen - st->rpos);
+    st->rlen -= st->rpos;
+    st->rpos = 0;
+  }
+  if (st->rlen + n > st->rcap) {
+    size_t cap = st->rcap ? st->rcap : 16384;
+    char *nb;
+    while (cap < st->rlen + n) cap *= 2;
+    if ((nb = realloc(st->rbuf, cap)) == NULL) return UV_ENOMEM;
+    st->rbuf = nb;
+    st->rcap = cap;
+  }
+  memcpy(st->rbuf + st->rlen, p, n);
+  st->rlen += n;
+  return 0;
+}
+
+static void stop_reading(lstream *st) {
+  if (st->reading && st->s) uv_read_stop(st->s);
+  st->reading = 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  lstream *st = s->data;
+  loom_task *t;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (nread == UV_EOF)
+      st->eof = 1;
+    else
+      st->rerr = (int)nread;
+    stop_reading(st);
+    wake_all(st->lp, &st->readers);
+    return;
+  }
+  /* a reader waiting for anything, with nothing buffered: its bytes go
+     straight into its result, one copy */
+  if (st->rlen == st->rpos && !loom_list_empty(&st->readers) &&
+      (t = loom_container(st->readers.next, loom_task, wait))->state == LOOM_WAITING &&
+      st->want == WANT_ANY && st->want_task == t) {
+    size_t n = (size_t)nread < st->want_n ? (size_t)nread : st->want_n;
+    lua_pushlstring(t->co, buf->base, n);
+    st->want_task = NULL;
+    loom_wake(st->lp, t, 1);
+    if ((size_t)nread > n && buffer_append(st, buf->base + n, (size_t)nread - n) < 0) st->rerr = UV_ENOMEM;
+  } else if (buffer_append(st, buf->base, (size_t)nread) < 0) {
+    st->rerr = UV_ENOMEM;
+    stop_reading(st);
+  }
+  if (st->rlen - st->rpos > READ_HIGH) stop_reading(st);
+  if (!loom_list_empty(&st->readers)) loom_wake(st->lp, loom_container(st->readers.next, loom_task, wait), 0);
+}
+
+static int start_reading(lstream *st) {
+  int rc;
+  if (st->reading || st->eof || st->rerr || st->s == NULL) return 0;
+  rc = uv_read_start(st->s, on_alloc, on_read);
+  if (rc == 0) st->reading = 1;
+  return rc;
+}
+
+/* ---------------------------------------------------------------- methods */
+
+/* Upvalues of the functions here: 1 = module state, 2 = the Stream metatable. */
+#define MT lua_upvalueindex(2)
+
+static lstream *checkstream(lua_State *L) {
+  lstream *st = loom_checkudata(L, 1, MT);
+  return st;
+}
+
+static int closed_fail(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "closed");
+  lua_pushliteral(L, "ECLOSED");
+  return 3;
+}
+
+static int eof_fail(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "eof");
+  lua_pushliteral(L, "EOF");
+  return 3;
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx);
+
+static void read_undo(lua_State *L, loom_loop *lp, loom_task *t);
+
+/* Suspends the reader until more bytes (or the end) arrive. */
+static int wait_data(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
+  int rc = start_reading(st);
+  if (rc < 0) return loom_fail(L, rc, NULL);
+  loom_suspend(L, t);
+  t->undo = read_undo;
+  t->waitobj = st;
+  loom_list_append(&st->readers, &t->wait);
+  if (st->timeout > 0) loom_timer_start(S->loop, &t->timer, uv_hrtime() + (uint64_t)(st->timeout * 1e9));
+  return loom_yield(L, t, read_k);
+}
+
+/* Serves the read method described by the arguments from the buffer, or
+   waits. Stack: [stream, args...]; the method's kind at upvalue 3. */
+static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
+  int kind = (int)lua_tointeger(L, lua_upvalueindex(3));
+  const char *p = st->rbuf + st->rpos;
+  size_t have = st->rlen - st->rpos;
+  if (st->closed) return closed_fail(L);
+  switch (kind) {
+    case WANT_ANY: {
+      size_t max = (size_t)luaL_optinteger(L, 2, READ_SLAB);
+      if (have > 0) {
+        size_t n = have < max ? have : max;
+        lua_pushlstring(L, p, n);
+        st->rpos += n;
+        return 1;
+      }
+      if (st->rerr) return loom_fail(L, st->rerr, NULL);
+      if (st->eof) return eof_fail(L);
+      st->want = WANT_ANY;
+      st->want_n = max;
+      st->want_task = t;
+      return wait_data(L, S, t, st);
+    }
+    case WANT_BYTES: {
+      size_t n = (size_t)luaL_checkinteger(L, 2);
+      if (have >= n) {
+        lua_pushlstring(L, p, n);
+        st->rpos += n;
+        return 1;
+      }
+      if (st->rerr || st->eof) { /* what came, and why it is short */
+        lua_pushnil(L);
+        lua_pushstring(L, st->rerr ? uv_strerror(st->rerr) : "eof");
+        lua_pushstring(L, st->rerr ? uv_err_name(st->rerr) : "EOF");
+        lua_pushlstring(L, p, have);
+        st->rpos += have;
+        return 4;
+      }
+      break;
+    }
+    case WANT_SEP:
+    case WANT_LINE: {
+      size_t seplen = 1, max = st->line_max, at;
+      const char *sep = kind == WANT_LINE ? "\n" : luaL_checklstring(L, 2, &seplen);
+      const char *hit = NULL;
+      if (seplen == 0) return luaL_argerror(L, 2, "empty separator");
+      for (at = 0; at + seplen <= have; at++) {
+        if (p[at] == sep[0] && memcmp(p + at, sep, seplen) == 0) {
+          hit = p + at;
+          break;
+        }
+      }
+      if (hit) {
+        size_t n = (size_t)(hit - p);
+        if (kind == WANT_LINE && n > 0 && p[n - 1] == '\r') n--; /* \r\n ends a line too */
+        lua_pushlstring(L, p, n);
+        st->rpos += (size_t)(hit - p) + seplen;
+        return 1;
+      }
+      if (have > max) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "line longer than %d bytes", (int)max);
+        lua_pushliteral(L, "ETOOLONG");
+        return 3;
+      }
+      if (st->rerr) return loom_fail(L, st->rerr, NULL);
+      if (st->eof) {
+        if (have == 0) return eof_fail(L);
+        lua_pushlstring(L, p, have); /* the last line, without its end */
+        st->rpos += have;
+        return 1;
+      }
+      break;
+    }
+    default: /* WANT_ALL */
+      if (st->rerr) return loom_fail(L, st->rerr, NULL);
+      if (st->eof) {
+        lua_pushlstring(L, p, have);
+        st->rpos += have;
+        return 1;
+      }
+      break;
+  }
+  st->want = kind;
+  st->want_task = NULL;
+  return wait_data(L, S, t, st);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_state *S = loom_getstate(L);
+  loom_task *t = loom_resumed(L, S, ctx, read_k);
+  lstream *st = lua_touserdata(L, 1);
+  (void)status;
+  if (lua_gettop(L) > t->kept) return 1; /* handed its bytes by on_read */
+  if (st->want_task == t) st->want_task = NULL;
+  if (t->timed_out) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    lua_pushliteral(L, "ETIMEDOUT");
+    return 3;
+  }
+  return serve_read(L, S, t, st);
+}
+
+static void read_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  lstream *st = t->waitobj;
+  (void)L;
+  (void)lp;
+  if (st->want_task == t) st->want_task = NULL;
+  if (t->state == LOOM_READY && t->nargs == 1) { /* handed bytes: they go back in front */
+    size_t n;
+    const char *p = lua_tolstring(t->co, t->kept + 1, &n);
+    char *nb;
+    if (n == 0) return;
+    if ((nb = malloc(st->rlen - st->rpos + n)) == NULL) return;
+    memcpy(nb, p, n);
+    memcpy(nb + n, st->rbuf + st->rpos, st->rlen - st->rpos);
+    free(st->rbuf);
+    st->rlen = st->rlen - st->rpos + n;
+    st->rcap = st->rlen;
+    st->rpos = 0;
+    st->rbuf = nb;
+  }
+}
+
+/* stream:read([max]), read_exactly(n), read_line(), read_until(sep),
+   read_all(): the bytes, or nil, msg, code ("eof"/"EOF" at the end,
+   "closed", "timeout"/"ETIMEDOUT"); read_exactly short at the end returns
+   nil, "eof", "EOF", what came. May block. */
+static int s_read(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  lstream *st = checkstream(L);
+  loom_task *t = loom_checkrunning(L, S, "read");
+  if (lua_gettop(L) >= 2 && lua_type(L, 2) == LUA_TNUMBER)
+    luaL_argcheck(L, lua_tointeger(L, 2) >= 0, 2, "size must not be negative");
+  return serve_read(L, S, t, st);
+}
+
+/* ---------------------------------------------------------------- writing */
+
+static void on_write(uv_write_t *req, int status) {
+  wreq *w = loom_container(req, wreq, req);
+  lstream *st = w->st;
+  st->queued -= w->len;
+  if (status < 0 && status != UV_ECANCELED && st->werr == 0) st->werr = status;
+  free(w);
+  if (st->queued < WRITE_LOW || st->werr) wake_all(st->lp, &st->writers);
+}
+
+static int write_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_state *S = loom_getstate(L);
+  loom_task *t = loom_resumed(L, S, ctx, write_k);
+  lstream *st = lua_touserdata(L, 1);
+  (void)status;
+  if (st->closed) return closed_fail(L);
+  if (st->werr) return loom_fail(L, st->werr, NULL);
+  if (t->timed_out) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    lua_pushliteral(L, "ETIMEDOUT");
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* stream:write(s, ...) or stream:write({s, ...}): sends the strings with one
+   vectored write, trying it at once and queueing only what the kernel did not
+   take; returns true at once unless more than WRITE_HIGH bytes are queued,
+   then waits until the peer takes them (backpressure). nil, msg, code on
+   failure ("closed", "EPIPE", "ECONNRESET" ...). May block. */
+static int s_write(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  lstream *st = checkstream(L);
+  loom_task *t = loom_checkrunning(L, S, "write");
+  int list = lua_type(L, 2) == LUA_TTABLE, n, i, rc;
+  uv_buf_t stackbufs[16], *bufs = stackbufs;
+  size_t total = 0, sent, at;
+  wreq *w;
+  n = list ? (int)lua_rawlen(L, 2) : lua_gettop(L) - 1;
+  if (n > 16 && (bufs = malloc((size_t)n * sizeof *bufs)) == NULL) return luaL_error(L, "write: out of memory");
+  for (i = 0; i < n; i++) {
+    size_t len;
+    const char *s;
+    if (list) {
+      lua_rawgeti(L, 2, i + 1);
+      s = lua_tolstring(L, -1, &len);
+      lua_pop(L, 1); /* the list keeps the string alive */
+      if (s == NULL) {
+        if (bufs != stackbufs) free(bufs);
+        return luaL_error(L, "bad argument #1 to 'write' (item %d is not a string)", i + 1);
+      }
+    } else {
+      s = luaL_checklstring(L, i + 2, &len);
+    }
+    bufs[i] = uv_buf_init((char *)s, (unsigned)len);
+    total += len;
+  }
+  if (st->closed || st->s == NULL) {
+    if (bufs != stackbufs) free(bufs);
+    return closed_fail(L);
+  }
+  if (st->werr) {
+    if (bufs != stackbufs) free(bufs);
+    return loom_fail(L, st->werr, NULL);
+  }
+  sent = 0;
+  if (st->queued == 0 && total > 0) {
+    rc = uv_try_write(st->s, bufs, (unsigned)n);
+    if (rc >= 0)
+      sent = (size_t)rc;
+    else if (rc != UV_EAGAIN) {
+      if (bufs != stackbufs) free(bufs);
+      st->werr = rc;
+      return loom_fail(L, rc, NULL);
+    }
+  }
+  if (sent < total) { /* queue the tail, copied: the request owns it */
+    uv_buf_t b;
+    if ((w = malloc(sizeof *w + (total - sent))) == NULL) {
+      if (bufs != stackbufs) free(bufs);
+      return luaL_error(L, "write: out of memory");
+    }
+    at = 0;
+    for (i = 0; i < n; i++) {
+      size_t len = bufs[i].len, skip = sent > len ? len : sent;
+      memcpy(w->data + at, bufs[i].base + skip, len - skip);
+      at += len - skip;
+      sent -= skip;
+    }
+    w->st = st;
+    w->len = at;
+    b = uv_buf_init(w->data, (unsigned)at);
+    rc = uv_write(&w->req, st->s, &b, 1, on_write);
+    if (rc < 0) {
+      free(w);
+      if (bufs != stackbufs) free(bufs);
+      st->werr = rc;
+      return loom_fail(L, rc, NULL);
+    }
+    st->queued += at;
+  }
+  if (bufs != stackbufs) free(bufs);
+  if (st->queued <= WRITE_HIGH) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_settop(L, 1);
+  loom_suspend(L, t);
+  loom_list_append(&st->writers, &t->wait);
+  if (st->timeout > 0) loom_timer_start(S->loop, &t->timer, uv_hrtime() + (uint64_t)(st->timeout * 1e9));
+  return loom_yield(L, t, write_k);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  loom_task *t = req->data;
+  (void)status;
+  if (t) loom_wake((loom_loop *)req->handle->loop, t, 0);
+  free(req);
+}
+
+static int shutdown_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_resumed(L, loom_getstate(L), ctx, shutdown_k);
+  (void)status;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void shutdown_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  uv_shutdown_t *req = t->waitobj;
+  (void)L;
+  (void)lp;
+  if (t->state == LOOM_WAITING) req->data = NULL;
+}
+
+/* stream:shutdown(): half-closes: no more writes, the peer sees the end of
+   the stream; reading goes on. Waits until queued writes are flushed.
+   true, or nil, msg, code. May block. */
+static int s_shutdown(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  lstream *st = checkstream(L);
+  loom_task *t = loom_checkrunning(L, S, "shutdown");
+  uv_shutdown_t *req;
+  int rc;
+  if (st->closed || st->s == NULL) return closed_fail(L);
+  if (st->shut) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if ((req = malloc(sizeof *req)) == NULL) return luaL_error(L, "shutdown: out of memory");
+  rc = uv_shutdown(req, st->s, on_shutdown);
+  if (rc < 0) {
+    free(req);
+    return loom_fail(L, rc, NULL);
+  }
+  st->shut = 1;
+  req->data = t;
+  lua_settop(L, 1);
+  loom_suspend(L, t);
+  t->undo = shutdown_undo;
+  t->waitobj = req;
+  return loom_yield(L, t, shutdown_k);
+}
+
+/* stream:close(), <close>: closes the stream; a task blocked reading or
+   writing it gets nil, "closed". Closing twice is harmless; a stream
+   collected unclosed is closed. Never blocks. */
+static int s_close(lua_State *L) {
+  lstream *st = loom_checkudata(L, 1, MT);
+  loom_stream_shut(st);
+  return 0;
+}
+
+static int s_gc(lua_State *L) {
+  lstream *st = lua_touserdata(L, 1);
+  free(st->rbuf);
+  st->rbuf = NULL;
+  return 0;
+}
+
+/* stream:set_timeout(seconds): a limit for each read and write wait (nil or
+   0: none); an expired wait returns nil, "timeout", "ETIMEDOUT". */
+static int s_set_timeout(lua_State *L) {
+  lstream *st = checkstream(L);
+  lua_Number s = luaL_optnumber(L, 2, 0);
+  luaL_argcheck(L, s >= 0, 2, "timeout must be a non-negative number");
+  st->timeout = s;
+  return 0;
+}
+
+/* stream:set_line_max(n): the longest line read_line/read_until accept
+   (default 64 KiB). */
+static int s_set_line_max(lua_State *L) {
+  lstream *st = checkstream(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n > 0, 2, "must be positive");
+  st->line_max = (size_t)n;
+  return 0;
+}
+
+static int s_tostring(lua_State *L) {
+  lstream *st = loom_checkudata(L, 1, MT);
+  lua_pushfstring(L, "loom.Stream (%s)", st->closed ? "closed" : "open");
+  return 1;
+}
+
+/* Pushes a libuv socket address as host, port (2 values). */
+int loom_push_addr(lua_State *L, const struct sockaddr *sa) {
+  char host[INET6_ADDRSTRLEN];
+  int port = 0;
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  } else if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return 2;
+  }
+  lua_pushstring(L, host);
+  lua_pushinteger(L, port);
+  return 2;
+}
+
+static int name_of(lua_State *L, int peer) {
+  lstream *st = checkstream(L);
+  struct sockaddr_storage ss;
+  int len = sizeof ss, rc;
+  if (st->closed || st->s == NULL) return closed_fail(L);
+  if (st->s->type == UV_NAMED_PIPE) {
+    char path[1024];
+    size_t plen = sizeof path;
+    rc = peer ? uv_pipe_getpeername((uv_pipe_t *)st->s, path, &plen)
+              : uv_pipe_getsockname((uv_pipe_t *)st->s, path, &plen);
+    if (rc < 0) return loom_fail(L, rc, NULL);
+    lua_pushlstring(L, path, plen);
+    return 1;
+  }
+  rc = peer ? uv_tcp_getpeername((uv_tcp_t *)st->s, (struct sockaddr *)&ss, &len)
+            : uv_tcp_getsockname((uv_tcp_t *)st->s, (struct sockaddr *)&ss, &len);
+  if (rc < 0) return loom_fail(L, rc, NULL);
+  return loom_push_addr(L, (struct sockaddr *)&ss);
+}
+
+/* stream:peername(), stream:sockname(): host, port (a path for Unix
+   sockets), or nil, msg, code. */
+static int s_peername(lua_State *L) {
+  return name_of(L, 1);
+}
+
+static int s_sockname(lua_State *L) {
+  return name_of(L, 0);
+}
+
+/* stream:lines(): `for line in stream:lines() do` until the end of the
+   stream (or an error, which ends the loop). May block. */
+static int s_lines(lua_State *L) {
+  checkstream(L);
+  lua_getfield(L, MT, "__index");
+  lua_getfield(L, -1, "read_line");
+  lua_pushvalue(L, 1);
+  return 2;
+}
+
+/* Expects [state, module]: adds module._Stream (the metatable) for the
+   network files, which create streams. */
+void loom_open_stream(lua_State *L) {
+  static const luaL_Reg methods[] = {{"write", s_write},
+                                     {"shutdown", s_shutdown},
+                                     {"close", s_close},
+                                     {"set_timeout", s_set_timeout},
+                                     {"set_line_max", s_set_line_max},
+                                     {"peername", s_peername},
+                                     {"sockname", s_sockname},
+                                     {"lines", s_lines},
+                                     {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__close", s_close}, {"__gc", s_gc}, {"__tostring", s_tostring},
+                                  {NULL, NULL}};
+  static const char *const reads[] = {"read", "read_exactly", "read_until", "read_all", "read_line"};
+  static const int kinds[] = {WANT_ANY, WANT_BYTES, WANT_SEP, WANT_ALL, WANT_LINE};
+  int S = lua_absindex(L, -2), mt, i;
+  loom_newclass(L, S, LOOM_STREAM, methods, meta);
+  mt = lua_gettop(L);
+  lua_getfield(L, mt, "__index");
+  for (i = 0; i < 5; i++) { /* the read methods share s_read; upvalue 3 says which */
+    lua_pushvalue(L, S);
+    lua_pushvalue(L, mt);
+    lua_pushinteger(L, kinds[i]);
+    lua_pushcclosure(L, s_read, 3);
+    lua_setfield(L, -2, reads[i]);
+  }
+  lua_pop(L, 1);
+  lua_setfield(L, S + 1, "_Stream");
+}

@@ -1,0 +1,35 @@
+/*
+ * stream.h: the stream object shared by stream.c (reading, writing,
+ * closing) and the files that open streams (tcp.c: TCP and Unix sockets).
+ */
+#ifndef LOOM_STREAM_H
+#define LOOM_STREAM_H
+
+#include "loom.h"
+
+#define LOOM_STREAM "loom.Stream"
+
+typedef struct lstream {
+  loom_handle h;  /* first: loom.run's teardown closes an open stream through it */
+  uv_stream_t *s; /* malloc'd uv_tcp_t or uv_pipe_t; NULL once closing */
+  loom_loop *lp;
+  int ref;        /* anchors the userdata until the handle's close callback */
+  int closed, shut, reading, eof;
+  int rerr, werr; /* read / write failure (libuv code), reported to the next caller */
+  char *rbuf;     /* buffered bytes are rbuf[rpos, rlen) */
+  size_t rcap, rlen, rpos;
+  size_t queued;  /* bytes handed to uv_write and not yet written */
+  size_t line_max;
+  double timeout; /* seconds for each read or write wait, 0: none */
+  int want;       /* what the first reader waits for */
+  size_t want_n;
+  loom_task *want_task; /* a reader of "anything" the read callback may hand bytes to */
+  loom_link readers, writers;
+} lstream;
+
+lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx);
+void loom_stream_shut(lstream *st);
+int loom_push_addr(lua_State *L, const struct sockaddr *sa);
+void loom_open_stream(lua_State *L);
+
+#endif

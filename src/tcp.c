@@ -1,0 +1,458 @@
+/*
+ * tcp.c: opening streams. The primitives under loom.tcp, loom.unix and
+ * loom.dns (lua/loom/net.lua does the rest): getaddrinfo in the thread pool,
+ * connecting one address, listening, and the loom.Server object whose
+ * accept hands each connection to a waiting task.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "loom.h"
+#include "stream.h"
+
+#define LOOM_SERVER "loom.Server"
+
+typedef struct server {
+  loom_handle h; /* first: teardown closes an open server through it */
+  uv_stream_t *s;
+  loom_loop *lp;
+  int ref;
+  int closed, pipe;
+  int pending; /* a connection libuv holds until we accept it */
+  int err;     /* an accept failure to report (EMFILE ...) */
+  loom_link acceptors;
+} server;
+
+/* Upvalues of the functions here: 1 = module state, 2 = the Server
+   metatable, 3 = the Stream metatable. */
+#define MT lua_upvalueindex(2)
+#define STREAM_MT lua_upvalueindex(3)
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+/* ---------------------------------------------------------------- dns */
+
+typedef struct gai {
+  uv_getaddrinfo_t req;
+  loom_task *task; /* NULL once it gave up */
+} gai;
+
+static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  gai *g = loom_container(req, gai, req);
+  (void)status;
+  if (g->task) {
+    loom_wake((loom_loop *)req->loop, g->task, 0);
+    return;
+  }
+  uv_freeaddrinfo(res);
+  free(g);
+}
+
+static void gai_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  gai *g = t->waitobj;
+  (void)L;
+  (void)lp;
+  if (t->state == LOOM_WAITING) {
+    g->task = NULL;
+    uv_cancel((uv_req_t *)&g->req);
+  } else {
+    uv_freeaddrinfo(g->req.addrinfo);
+    free(g);
+  }
+}
+
+static int gai_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, gai_k);
+  gai *g = t->waitobj;
+  struct addrinfo *ai, *res = g->req.addrinfo;
+  int i = 0, rc = g->req.retcode;
+  (void)status;
+  free(g);
+  if (rc < 0 || res == NULL) {
+    uv_freeaddrinfo(res);
+    return loom_fail(L, rc < 0 ? rc : UV_EAI_NONAME, lua_tostring(L, 1));
+  }
+  lua_newtable(L);
+  for (ai = res; ai; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    loom_push_addr(L, ai->ai_addr);
+    lua_pop(L, 1);
+    lua_rawseti(L, -2, ++i);
+  }
+  uv_freeaddrinfo(res);
+  return 1;
+}
+
+/* loom.core._getaddrinfo(host): the IPv4 and IPv6 addresses of host, in the
+   resolver's order (duplicates possible), or nil, msg, code. May block. */
+static int l_getaddrinfo(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  const char *host = luaL_checkstring(L, 1);
+  loom_task *t = loom_checkrunning(L, S, "resolve");
+  struct addrinfo hints;
+  gai *g = calloc(1, sizeof *g);
+  int rc;
+  if (g == NULL) return luaL_error(L, "resolve: out of memory");
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  rc = uv_getaddrinfo(&S->loop->uv, &g->req, on_gai, host, NULL, &hints);
+  if (rc < 0) {
+    free(g);
+    return loom_fail(L, rc, host);
+  }
+  g->task = t;
+  lua_settop(L, 1);
+  loom_suspend(L, t);
+  t->undo = gai_undo;
+  t->waitobj = g;
+  return loom_yield(L, t, gai_k);
+}
+
+static int parse_addr(lua_State *L, int hidx, int pidx, struct sockaddr_storage *ss) {
+  const char *host = luaL_checkstring(L, hidx);
+  lua_Integer port = luaL_checkinteger(L, pidx);
+  luaL_argcheck(L, port >= 0 && port <= 65535, pidx, "port must be 0-65535");
+  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) return 0;
+  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0) return 0;
+  return luaL_argerror(L, hidx, "not an IP address");
+}
+
+/* ---------------------------------------------------------------- connect */
+
+typedef struct conn {
+  uv_connect_t req;
+  loom_task *task; /* NULL once it gave up */
+  lstream *st;
+} conn;
+
+/* The request is freed by whoever sees it last: the continuation (or the
+   undo) of a task still waiting for it, or this callback if it gave up. */
+static void on_connect(uv_connect_t *req, int status) {
+  conn *c = loom_container(req, conn, req);
+  if (c->task == NULL) {
+    free(c);
+    return;
+  }
+  lua_pushinteger(c->task->co, status);
+  loom_wake((loom_loop *)req->handle->loop, c->task, 1);
+}
+
+static void connect_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  conn *c = t->waitobj;
+  lstream *st = c->st;
+  (void)L;
+  (void)lp;
+  if (t->state == LOOM_WAITING)
+    c->task = NULL; /* on_connect frees it */
+  else
+    free(c);
+  loom_stream_shut(st); /* the stream never reaches the caller */
+}
+
+static int connect_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, connect_k);
+  int rc = (int)lua_tointeger(L, -1);
+  lstream *st = lua_touserdata(L, t->kept);
+  (void)status;
+  free(t->waitobj);
+  lua_pop(L, 1);
+  if (rc < 0) {
+    loom_stream_shut(st);
+    return loom_fail(L, rc, NULL);
+  }
+  return 1; /* the stream */
+}
+
+static int connect_to(lua_State *L, loom_state *S, loom_task *t, uv_stream_t *hs, int pipe_path,
+                      const struct sockaddr *sa) {
+  conn *c = calloc(1, sizeof *c);
+  lstream *st;
+  int rc;
+  if (c == NULL) {
+    free(hs);
+    return luaL_error(L, "connect: out of memory");
+  }
+  st = loom_stream_new(L, S->loop, hs, STREAM_MT);
+  c->st = st;
+  c->task = t;
+  if (pipe_path) {
+    uv_pipe_connect(&c->req, (uv_pipe_t *)hs, lua_tostring(L, 1), on_connect);
+  } else if ((rc = uv_tcp_connect(&c->req, (uv_tcp_t *)hs, sa, on_connect)) < 0) {
+    free(c);
+    loom_stream_shut(st);
+    return loom_fail(L, rc, NULL);
+  }
+  loom_suspend(L, t); /* kept: the stream on top */
+  t->undo = connect_undo;
+  t->waitobj = c;
+  return loom_yield(L, t, connect_k);
+}
+
+/* loom.core._tcp_connect(ip, port): a stream connected to that address, or
+   nil, msg, code (ECONNREFUSED, ENETUNREACH ...). May block. */
+static int l_tcp_connect(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  struct sockaddr_storage ss;
+  loom_task *t;
+  uv_tcp_t *h;
+  parse_addr(L, 1, 2, &ss);
+  t = loom_checkrunning(L, S, "connect");
+  if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "connect: out of memory");
+  uv_tcp_init(&S->loop->uv, h);
+  lua_settop(L, 2);
+  return connect_to(L, S, t, (uv_stream_t *)h, 0, (struct sockaddr *)&ss);
+}
+
+/* loom.core._pipe_connect(path): a stream connected to the Unix socket, or
+   nil, msg, code. May block. */
+static int l_pipe_connect(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  loom_task *t;
+  uv_pipe_t *h;
+  luaL_checkstring(L, 1);
+  t = loom_checkrunning(L, S, "connect");
+  if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "connect: out of memory");
+  uv_pipe_init(&S->loop->uv, h, 0);
+  lua_settop(L, 1);
+  return connect_to(L, S, t, (uv_stream_t *)h, 1, NULL);
+}
+
+/* ---------------------------------------------------------------- servers */
+
+static void server_shut(lua_State *L, server *srv) {
+  if (srv->closed) return;
+  srv->closed = 1;
+  if (srv->s) {
+    uv_close((uv_handle_t *)srv->s, free_handle);
+    srv->s = NULL;
+  }
+  while (!loom_list_empty(&srv->acceptors))
+    loom_wake(srv->lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
+  luaL_unref(L, LUA_REGISTRYINDEX, srv->ref);
+  srv->ref = LUA_NOREF;
+}
+
+static void server_teardown(uv_handle_t *h) {
+  server *srv = h->data;
+  server_shut(srv->lp->L, srv);
+}
+
+static void on_connection(uv_stream_t *s, int status) {
+  server *srv = s->data;
+  if (status < 0)
+    srv->err = status;
+  else
+    srv->pending = 1;
+  if (!loom_list_empty(&srv->acceptors))
+    loom_wake(srv->lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
+}
+
+static server *checkserver(lua_State *L) {
+  return loom_checkudata(L, 1, MT);
+}
+
+static int accept_k(lua_State *L, int status, lua_KContext ctx);
+
+/* server:accept(): the next connection as a stream (TCP_NODELAY on), waiting
+   for one; nil, "closed" once the server is closed; nil, msg, code when
+   accepting failed (e.g. "EMFILE": out of file descriptors). May block. */
+static int sv_accept(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  server *srv = checkserver(L);
+  loom_task *t = loom_checkrunning(L, S, "accept");
+  if (srv->closed) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    lua_pushliteral(L, "ECLOSED");
+    return 3;
+  }
+  if (srv->pending) {
+    uv_stream_t *c = malloc(srv->pipe ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
+    int rc;
+    if (c == NULL) return luaL_error(L, "accept: out of memory");
+    if (srv->pipe)
+      uv_pipe_init(&S->loop->uv, (uv_pipe_t *)c, 0);
+    else
+      uv_tcp_init(&S->loop->uv, (uv_tcp_t *)c);
+    srv->pending = 0;
+    rc = uv_accept(srv->s, c);
+    if (rc < 0) {
+      c->data = NULL;
+      uv_close((uv_handle_t *)c, free_handle);
+      return loom_fail(L, rc, NULL);
+    }
+    if (!srv->pipe) uv_tcp_nodelay((uv_tcp_t *)c, 1);
+    loom_stream_new(L, S->loop, c, STREAM_MT);
+    return 1;
+  }
+  if (srv->err) {
+    int rc = srv->err;
+    srv->err = 0;
+    return loom_fail(L, rc, NULL);
+  }
+  lua_settop(L, 1);
+  loom_suspend(L, t);
+  loom_list_append(&srv->acceptors, &t->wait);
+  return loom_yield(L, t, accept_k);
+}
+
+static int accept_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, accept_k);
+  return sv_accept(L);
+}
+
+/* server:address(): host, port the server listens on (port 0 asked for a
+   free one: this is the one it got); the path of a Unix server. */
+static int sv_address(lua_State *L) {
+  server *srv = checkserver(L);
+  struct sockaddr_storage ss;
+  int len = sizeof ss, rc;
+  if (srv->closed) return loom_fail(L, UV_EBADF, NULL);
+  if (srv->pipe) {
+    char path[1024];
+    size_t plen = sizeof path;
+    rc = uv_pipe_getsockname((uv_pipe_t *)srv->s, path, &plen);
+    if (rc < 0) return loom_fail(L, rc, NULL);
+    lua_pushlstring(L, path, plen);
+    return 1;
+  }
+  rc = uv_tcp_getsockname((uv_tcp_t *)srv->s, (struct sockaddr *)&ss, &len);
+  if (rc < 0) return loom_fail(L, rc, NULL);
+  return loom_push_addr(L, (struct sockaddr *)&ss);
+}
+
+/* server:close(), <close>: stops listening; waiting accepts return
+   nil, "closed". Closing twice is harmless. */
+static int sv_close(lua_State *L) {
+  server_shut(L, loom_checkudata(L, 1, MT));
+  return 0;
+}
+
+static int sv_tostring(lua_State *L) {
+  server *srv = loom_checkudata(L, 1, MT);
+  lua_pushfstring(L, "loom.Server (%s)", srv->closed ? "closed" : "listening");
+  return 1;
+}
+
+static server *new_server(lua_State *L, loom_state *S, uv_stream_t *hs, int pipe) {
+  server *srv = lua_newuserdatauv(L, sizeof *srv, 0);
+  memset(srv, 0, sizeof *srv);
+  srv->h.close = server_teardown;
+  srv->s = hs;
+  srv->lp = S->loop;
+  srv->pipe = pipe;
+  srv->ref = LUA_NOREF;
+  loom_list_init(&srv->acceptors);
+  hs->data = srv;
+  lua_pushvalue(L, MT);
+  lua_setmetatable(L, -2);
+  return srv;
+}
+
+static int listen_on(lua_State *L, server *srv, int backlog) {
+  int rc = uv_listen(srv->s, backlog, on_connection);
+  if (rc < 0) {
+    server_shut(L, srv);
+    return loom_fail(L, rc, NULL);
+  }
+  lua_pushvalue(L, -1);
+  srv->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+/* loom.core._tcp_listen(ip, port, backlog, reuseport): a server, or nil,
+   msg, code (EADDRINUSE, EACCES ...). Never blocks. */
+static int l_tcp_listen(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  struct sockaddr_storage ss;
+  int backlog, reuseport, rc;
+  uv_tcp_t *h;
+  server *srv;
+  parse_addr(L, 1, 2, &ss);
+  backlog = (int)luaL_optinteger(L, 3, 511);
+  reuseport = lua_toboolean(L, 4);
+  if (S->loop == NULL) return luaL_error(L, "listen: not inside a task (wrap the program in loom.run)");
+  if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "listen: out of memory");
+  uv_tcp_init_ex(&S->loop->uv, h, ss.ss_family);
+  srv = new_server(L, S, (uv_stream_t *)h, 0);
+  if (reuseport) { /* libuv 1.44 has no flag for it: set it on the socket itself */
+    uv_os_fd_t fd;
+    int on = 1;
+    if (uv_fileno((uv_handle_t *)h, &fd) == 0) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+  }
+  rc = uv_tcp_bind(h, (struct sockaddr *)&ss, 0);
+  if (rc < 0) {
+    server_shut(L, srv);
+    return loom_fail(L, rc, lua_tostring(L, 1));
+  }
+  return listen_on(L, srv, backlog);
+}
+
+/* loom.core._pipe_listen(path, backlog): a Unix socket server, or nil, msg,
+   code. Never blocks. */
+static int l_pipe_listen(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  const char *path = luaL_checkstring(L, 1);
+  int backlog = (int)luaL_optinteger(L, 2, 511), rc;
+  uv_pipe_t *h;
+  server *srv;
+  if (S->loop == NULL) return luaL_error(L, "listen: not inside a task (wrap the program in loom.run)");
+  if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "listen: out of memory");
+  uv_pipe_init(&S->loop->uv, h, 0);
+  srv = new_server(L, S, (uv_stream_t *)h, 1);
+  rc = uv_pipe_bind(h, path);
+  if (rc < 0) {
+    server_shut(L, srv);
+    return loom_fail(L, rc, path);
+  }
+  return listen_on(L, srv, backlog);
+}
+
+/* stream options for the Lua layer: loom.core._tcp_options(stream, nodelay,
+   keepalive_seconds_or_false). */
+static int l_tcp_options(lua_State *L) {
+  lstream *st = luaL_checkudata(L, 1, LOOM_STREAM);
+  if (st->s && st->s->type == UV_TCP) {
+    uv_tcp_nodelay((uv_tcp_t *)st->s, lua_toboolean(L, 2));
+    if (!lua_isnoneornil(L, 3))
+      uv_tcp_keepalive((uv_tcp_t *)st->s, lua_toboolean(L, 3),
+                       lua_isnumber(L, 3) ? (unsigned)lua_tointeger(L, 3) : 60);
+  }
+  return 0;
+}
+
+/* Expects [state, module] with module._Stream set. */
+void loom_open_tcp(lua_State *L) {
+  static const luaL_Reg methods[] = {{"accept", sv_accept}, {"address", sv_address},
+                                     {"close", sv_close},   {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__close", sv_close}, {"__tostring", sv_tostring}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"_getaddrinfo", l_getaddrinfo}, {"_tcp_connect", l_tcp_connect},
+                                   {"_pipe_connect", l_pipe_connect}, {"_tcp_listen", l_tcp_listen},
+                                   {"_pipe_listen", l_pipe_listen},  {"_tcp_options", l_tcp_options},
+                                   {NULL, NULL}};
+  int S = lua_absindex(L, -2), mt, i;
+  loom_newclass(L, S, LOOM_SERVER, methods, meta);
+  mt = lua_gettop(L);
+  /* every function here gets the Stream metatable as upvalue 3 */
+  lua_getfield(L, mt, "__index");
+  for (i = 0; methods[i].name; i++) {
+    lua_pushvalue(L, S);
+    lua_pushvalue(L, mt);
+    lua_getfield(L, S + 1, "_Stream");
+    lua_pushcclosure(L, methods[i].func, 3);
+    lua_setfield(L, -2, methods[i].name);
+  }
+  lua_pop(L, 1);
+  for (i = 0; funcs[i].name; i++) {
+    lua_pushvalue(L, S);
+    lua_pushvalue(L, mt);
+    lua_getfield(L, S + 1, "_Stream");
+    lua_pushcclosure(L, funcs[i].func, 3);
+    lua_setfield(L, S + 1, funcs[i].name);
+  }
+  lua_pop(L, 1);
+}
