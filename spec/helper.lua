@@ -4,6 +4,10 @@ local core = require "loom.core"
 
 local helper = {}
 
+--- True under AddressSanitizer (make asan): freed memory is quarantined there,
+-- so RSS says nothing about leaks (LeakSanitizer checks them instead).
+helper.sanitized = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) ~= nil
+
 --- Runs body(...) as the main task of loom.run with a hard time limit
 -- (seconds, default 5); failures re-raise with the task's traceback, and a
 -- test that leaves a libuv handle open fails. Returns body's results.

@@ -236,11 +236,17 @@ static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
       const char *sep = kind == WANT_LINE ? "\n" : luaL_checklstring(L, 2, &seplen);
       const char *hit = NULL;
       if (seplen == 0) return luaL_argerror(L, 2, "empty separator");
-      for (at = 0; at + seplen <= have; at++) {
+      for (at = 0; at + seplen <= have && at <= max; at++) {
         if (p[at] == sep[0] && memcmp(p + at, sep, seplen) == 0) {
           hit = p + at;
           break;
         }
+      }
+      if (hit == NULL && have > max) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "line longer than %d bytes", (int)max);
+        lua_pushliteral(L, "ETOOLONG");
+        return 3;
       }
       if (hit) {
         size_t n = (size_t)(hit - p);
@@ -248,12 +254,6 @@ static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
         lua_pushlstring(L, p, n);
         st->rpos += (size_t)(hit - p) + seplen;
         return 1;
-      }
-      if (have > max) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "line longer than %d bytes", (int)max);
-        lua_pushliteral(L, "ETOOLONG");
-        return 3;
       }
       if (st->rerr) return loom_fail(L, st->rerr, NULL);
       if (st->eof) {

@@ -1,0 +1,325 @@
+local loom = require "loom"
+local helper = require "helper"
+local run = helper.run
+
+-- A server on a free port of 127.0.0.1 running handler; returns it and its port.
+local function server(handler)
+  local srv = assert(loom.tcp.serve("127.0.0.1", 0, handler))
+  local _, port = srv:address()
+  return srv, port
+end
+
+local function echo(s)
+  while true do
+    local data = s:read()
+    if not data then return end
+    s:write(data)
+  end
+end
+
+describe("loom.tcp streams", function()
+  it("carry bytes both ways with every read method", function()
+    run(function()
+      local srv, port = server(function(s)
+        s:write("line one\r\nline two\nrecord|rest")
+        s:write({ "12345", "6789" })
+        s:shutdown()
+        assert(s:read_all() == "from client")
+      end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      assert.are.equal("line one", c:read_line())
+      assert.are.equal("line two", c:read_line())
+      assert.are.equal("record", c:read_until("|"))
+      assert.are.equal("rest1", c:read_exactly(5))
+      assert.are.equal("23456789", c:read_all())
+      assert.are.same({ nil, "eof", "EOF" }, { c:read() })
+      assert.are.same({ nil, "eof", "EOF" }, { c:read_line() }) -- again after the end
+      assert(c:write("from client"))
+      c:shutdown()
+      loom.sleep(0.01)
+      c:close()
+      srv:close()
+    end)
+  end)
+
+  it("report their addresses, accept host names, and work over IPv6 when there is one", function()
+    run(function()
+      local srv, port = server(echo)
+      local c = assert(loom.tcp.connect("localhost", port))
+      local host, p = c:peername()
+      assert.are.equal(port, p)
+      assert.matches("^127%.", host)
+      local lh, lp = c:sockname()
+      assert.is_string(lh)
+      assert.is_true(lp > 0)
+      c:close()
+      srv:close()
+      local srv6 = loom.tcp.listen("::1", 0)
+      if srv6 then
+        local _, p6 = srv6:address()
+        local c6 = assert(loom.tcp.connect("::1", p6))
+        local s6 = assert(srv6:accept())
+        assert(c6:write("v6"))
+        assert.are.equal("v6", s6:read())
+        c6:close(); s6:close(); srv6:close()
+      end
+    end)
+  end)
+
+  it("lines() iterates until the end", function()
+    run(function()
+      local srv, port = server(function(s) s:write("a\nb\n\nc") end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      local got = {}
+      for line in c:lines() do got[#got + 1] = line end
+      assert.are.same({ "a", "b", "", "c" }, got)
+      c:close(); srv:close()
+    end)
+  end)
+
+  it("fail clearly: refused, unknown host, timeout", function()
+    run(function()
+      local probe = assert(loom.tcp.listen("127.0.0.1", 0))
+      local _, free_port = probe:address()
+      probe:close()
+      local s, err, code = loom.tcp.connect("127.0.0.1", free_port)
+      assert.is_nil(s)
+      assert.are.equal("ECONNREFUSED", code)
+      assert.matches("127.0.0.1:%d+: connection refused", err)
+      s, err, code = loom.tcp.connect("no-such-host.invalid", 80)
+      assert.is_nil(s)
+      assert.matches("^EAI_", code)
+      local srv, port = server(echo)
+      s, err, code = loom.tcp.connect("127.0.0.1", port, { timeout = 0 })
+      assert.is_nil(s)
+      assert.are.equal("ETIMEDOUT", code)
+      srv:close()
+    end)
+  end)
+
+  it("check their arguments", function()
+    run(function()
+      assert.has_error(function() loom.tcp.connect("127.0.0.1", nil) end,
+        "bad argument #2 to 'connect' (number expected, got nil)")
+      assert.has_error(function() loom.tcp.connect(5, 80) end, "bad argument #1 to 'connect' (string expected, got number)")
+      assert.has_error(function() loom.tcp.connect("127.0.0.1", 70000) end,
+        "bad argument #2 to 'connect' (port must be 0-65535)")
+      assert.has_error(function() loom.tcp.serve("127.0.0.1", 0, "nope") end)
+    end)
+    assert.has_error(function() loom.tcp.connect("127.0.0.1", 80) end, "connect: not inside a task (wrap the program in loom.run)")
+  end)
+
+  it("time out reads and writes with set_timeout", function()
+    run(function()
+      local srv, port = server(function(s) loom.sleep(1) end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      c:set_timeout(0.05)
+      local t0 = loom.now()
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { c:read() })
+      assert.is_true(loom.now() - t0 >= 0.05)
+      c:close(); srv:close()
+    end)
+  end)
+
+  it("peer reset mid-read and mid-write gives nil, msg, code", function()
+    run(function()
+      -- the server closes with unread data: the kernel resets the connection
+      local srv, port = server(function(s) loom.sleep(0.02) end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      assert(c:write(("x"):rep(1000)))
+      local data, err, code = c:read()
+      assert.is_nil(data)
+      assert.is_true(code == "ECONNRESET" or code == "EOF", code)
+      local failed
+      for _ = 1, 200 do
+        local ok, _, wcode = c:write(("y"):rep(65536))
+        if not ok then failed = wcode; break end
+        loom.sleep(0.001)
+      end
+      assert.is_true(failed == "EPIPE" or failed == "ECONNRESET", tostring(failed))
+      c:close(); srv:close()
+    end)
+  end)
+
+  it("a peer that half-closes can still be written to", function()
+    run(function()
+      local srv, port = server(function(s)
+        local all = s:read_all() -- until the client's shutdown
+        s:write("got " .. #all .. " bytes")
+      end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      assert(c:write(("z"):rep(100000)))
+      assert(c:shutdown())
+      assert.are.equal("got 100000 bytes", c:read_all())
+      c:close(); srv:close()
+    end)
+  end)
+
+  it("close: harmless twice, writes after it fail, a blocked reader gets 'closed'", function()
+    run(function()
+      local srv, port = server(function(s) loom.sleep(1) end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      local reader = loom.spawn(function() return c:read() end)
+      loom.sleep(0.01)
+      c:close()
+      c:close()
+      assert.are.same({ nil, "closed", "ECLOSED" }, { reader:await() })
+      assert.are.same({ nil, "closed", "ECLOSED" }, { c:write("x") })
+      assert.are.same({ nil, "closed", "ECLOSED" }, { c:read() })
+      srv:close()
+    end)
+  end)
+
+  it("limits line length and returns a short read_exactly with what came", function()
+    run(function()
+      local srv, port = server(function(s) s:write(("L"):rep(100) .. "\n" .. "tail") end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      c:set_line_max(10)
+      local line, err, code = c:read_line()
+      assert.is_nil(line)
+      assert.are.equal("ETOOLONG", code)
+      assert.matches("longer than 10", err)
+      assert.are.equal(("L"):rep(100), c:read_exactly(100))
+      c:read_exactly(1)
+      assert.are.same({ nil, "eof", "EOF", "tail" }, { c:read_exactly(10) })
+      c:close(); srv:close()
+    end)
+  end)
+
+  it("a cancelled reader loses no bytes", function()
+    run(function()
+      local srv, port = server(function(s) for i = 1, 50 do s:write(i .. "\n"); loom.sleep(0.001) end end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      local got = {}
+      for _ = 1, 20 do
+        local r = loom.spawn(function() return c:read_line() end)
+        loom.sleep(0)
+        r:cancel()
+        local ok, line = pcall(r.await, r)
+        if ok and line then got[#got + 1] = line end
+      end
+      for line in c:lines() do got[#got + 1] = line end
+      local expect = {}
+      for i = 1, 50 do expect[i] = tostring(i) end
+      assert.are.same(expect, got)
+      c:close(); srv:close()
+    end)
+  end)
+
+  it("backpressure: a slow reader makes the writer wait instead of growing memory", function()
+    run(function()
+      local received = 0
+      local srv, port = server(function(s)
+        while true do
+          local d = s:read(65536)
+          if not d then return end
+          received = received + #d
+          loom.sleep(0.002)
+        end
+      end)
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      local chunk = ("b"):rep(1024 * 1024)
+      local t0 = loom.now()
+      for _ = 1, 16 do assert(c:write(chunk)) end
+      assert.is_true(loom.now() - t0 > 0.01) -- some writes had to wait
+      assert(c:shutdown())
+      while received < 16 * 1024 * 1024 do loom.sleep(0.01) end
+      c:close(); srv:close()
+    end, 20)
+  end)
+
+  it("a failing handler is logged with its traceback and the server keeps serving", function()
+    local out = helper.lua([[
+      local loom = require "loom"
+      loom.run(function()
+        local srv = assert(loom.tcp.serve("127.0.0.1", 0, function(s)
+          local line = s:read_line()
+          if line == "boom" then error("handler exploded") end
+          s:write("ok " .. line .. "\n")
+        end))
+        local _, port = srv:address()
+        local a = assert(loom.tcp.connect("127.0.0.1", port))
+        a:write("boom\n")
+        print("first connection:", a:read())
+        local b = assert(loom.tcp.connect("127.0.0.1", port))
+        b:write("fine\n")
+        print("second connection:", b:read_line())
+        a:close(); b:close(); srv:close()
+      end)
+    ]])
+    assert.matches("handler failed: .*handler exploded", out)
+    assert.matches("stack traceback", out, 1, true)
+    assert.matches("first connection:\tnil\teof", out, 1, true)
+    assert.matches("second connection:\tok fine", out, 1, true)
+  end)
+
+  it("1,000 concurrent connections and 10,000 connect/close cycles leave nothing behind", function()
+    local function rss_kb()
+      local h = io.open("/proc/self/statm")
+      local pages = h:read("n"); pages = h:read("n")
+      h:close()
+      return pages * 4
+    end
+    run(function()
+      local srv, port = server(echo)
+      local conns = {}
+      for i = 1, 1000 do conns[i] = assert(loom.tcp.connect("127.0.0.1", port)) end
+      loom.gather(table.unpack((function()
+        local fns = {}
+        for i = 1, 1000 do
+          fns[i] = function()
+            assert(conns[i]:write("ping " .. i .. "\n"))
+            assert(conns[i]:read_line() == "ping " .. i)
+          end
+        end
+        return fns
+      end)()))
+      for i = 1, 1000 do conns[i]:close() end
+      local function cycles(n)
+        for _ = 1, n do
+          local c = assert(loom.tcp.connect("127.0.0.1", port))
+          c:close()
+        end
+      end
+      cycles(2000)
+      collectgarbage(); collectgarbage()
+      local before = rss_kb()
+      cycles(8000)
+      collectgarbage(); collectgarbage()
+      if not helper.sanitized then
+        assert.is_true(rss_kb() - before < 4096, "RSS grew by " .. (rss_kb() - before) .. " KB")
+      end
+      srv:close()
+      loom.sleep(0.05) -- the server's handlers see their clients gone
+    end, 60)
+  end)
+
+  it("reuseport lets two servers share a port", function()
+    run(function()
+      local a = assert(loom.tcp.listen("127.0.0.1", 0, { reuseport = true }))
+      local _, port = a:address()
+      local b = assert(loom.tcp.listen("127.0.0.1", port, { reuseport = true }))
+      local _, _, code = loom.tcp.listen("127.0.0.1", port)
+      assert.are.equal("EADDRINUSE", code)
+      a:close(); b:close()
+    end)
+  end)
+end)
+
+describe("loom.unix streams", function()
+  it("echo over a Unix socket", function()
+    run(function()
+      local path = os.tmpname()
+      os.remove(path)
+      local srv = assert(loom.unix.serve(path, echo))
+      assert.are.equal(path, srv:address())
+      local c = assert(loom.unix.connect(path))
+      assert(c:write("over a pipe\n"))
+      assert.are.equal("over a pipe", c:read_line())
+      c:close(); srv:close()
+      os.remove(path)
+      local _, _, code = loom.unix.connect(path)
+      assert.are.equal("ENOENT", code)
+    end)
+  end)
+end)
