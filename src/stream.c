@@ -11,7 +11,7 @@
 #include "loom.h"
 #include "stream.h"
 
-#define READ_SLAB (256 * 1024) /* the loop's shared read buffer */
+#define READ_SLAB (64 * 1024) /* the loop's shared read buffer */
 #define READ_HIGH (256 * 1024) /* stop reading above this many buffered bytes */
 #define WRITE_HIGH (1024 * 1024) /* write waits while more than this is queued */
 #define WRITE_LOW (256 * 1024)   /* ... until it drops below this */
