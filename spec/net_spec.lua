@@ -323,3 +323,60 @@ describe("loom.unix streams", function()
     end)
   end)
 end)
+
+describe("loom.udp", function()
+  it("sends and receives datagrams, with host names, timeouts and close", function()
+    run(function()
+      local a = assert(loom.udp.bind("127.0.0.1", 0))
+      local b = assert(loom.udp.bind("localhost", 0))
+      local _, pa = a:sockname()
+      local _, pb = b:sockname()
+      assert(a:send("ping", "localhost", pb))
+      assert.are.same({ "ping", "127.0.0.1", pa }, { b:recv() })
+      for i = 1, 5 do assert(b:send("n" .. i, "127.0.0.1", pa)) end
+      loom.sleep(0.01) -- queued while nobody waits
+      for i = 1, 5 do assert.are.equal("n" .. i, (a:recv(1))) end
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { a:recv(0.02) })
+      local waiter = loom.spawn(function() return a:recv() end)
+      loom.sleep(0)
+      a:close()
+      a:close()
+      assert.are.same({ nil, "closed", "ECLOSED" }, { waiter:await() })
+      b:close()
+      assert.has_error(function() loom.udp.bind("127.0.0.1", -1) end, "bad argument #2 to 'bind' (port must be 0-65535)")
+    end)
+  end)
+end)
+
+describe("running out of file descriptors", function()
+  it("makes accept back off and recover, without spinning or dying", function()
+    local out, code = helper.lua([[
+      local loom = require "loom"
+      loom.run(function()
+        local served = 0
+        local srv = assert(loom.tcp.serve("127.0.0.1", 0, function(s) served = served + 1; s:write("hi\n") end))
+        local _, port = srv:address()
+        local hogs = {}
+        while true do
+          local f = io.open("/dev/null")
+          if not f then break end
+          hogs[#hogs + 1] = f
+        end
+        hogs[#hogs]:close(); hogs[#hogs] = nil -- one descriptor: the client's socket
+        local c = loom.tcp.connect("127.0.0.1", port, { timeout = 0.5 })
+        loom.sleep(0.2) -- the server cannot accept it: EMFILE, and it backs off
+        local t0 = os.clock()
+        loom.sleep(0.2)
+        local cpu = os.clock() - t0
+        if c then c:close() end
+        for _, f in ipairs(hogs) do f:close() end
+        local c2 = assert(loom.tcp.connect("127.0.0.1", port))
+        print("after recovery:", c2:read_line(), "cpu while starved:", cpu < 0.1)
+        c2:close(); srv:close()
+      end)
+    ]], { env = "ulimit -n 64;" })
+    assert.are.equal(0, code, out)
+    assert.matches("after recovery:	hi	cpu while starved:	true", out, 1, true)
+  end)
+end)
+

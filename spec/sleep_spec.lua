@@ -51,7 +51,7 @@ describe("loom.sleep", function()
         local t_end = loom.now() + 0.3
         while loom.now() < t_end do
           local t = loom.now()
-          while loom.now() - t < 0.0005 do end -- a 0.5 ms step
+          while loom.now() - t < 0.001 do end -- a 1 ms step: checking the clock every 64 steps would show ~64 ms
           loom.sleep(0)
         end
         stop = true
@@ -61,7 +61,7 @@ describe("loom.sleep", function()
         loom.sleep(0.001)
         worst = math.max(worst, loom.now() - t - 0.001)
       end
-      assert.is_true(worst < 0.01, worst)
+      assert.is_true(worst < 0.025, worst)
     end)
   end)
 

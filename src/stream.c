@@ -11,7 +11,6 @@
 #include "loom.h"
 #include "stream.h"
 
-#define READ_SLAB (64 * 1024) /* the loop's shared read buffer */
 #define READ_HIGH (256 * 1024) /* stop reading above this many buffered bytes */
 #define WRITE_HIGH (1024 * 1024) /* write waits while more than this is queued */
 #define WRITE_LOW (256 * 1024)   /* ... until it drops below this */
@@ -83,8 +82,8 @@ lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   loom_loop *lp = (loom_loop *)h->loop;
   (void)hint;
-  if (lp->readbuf == NULL) lp->readbuf = malloc(READ_SLAB);
-  *buf = uv_buf_init(lp->readbuf, lp->readbuf ? READ_SLAB : 0);
+  if (lp->readbuf == NULL) lp->readbuf = malloc(LOOM_READ_BUF);
+  *buf = uv_buf_init(lp->readbuf, lp->readbuf ? LOOM_READ_BUF : 0);
 }
 
 static int buffer_append(lstream *st, const char *p, size_t n) {
@@ -199,7 +198,7 @@ static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
   if (st->closed) return closed_fail(L);
   switch (kind) {
     case WANT_ANY: {
-      size_t max = (size_t)luaL_optinteger(L, 2, READ_SLAB);
+      size_t max = (size_t)luaL_optinteger(L, 2, LOOM_READ_BUF);
       if (have > 0) {
         size_t n = have < max ? have : max;
         lua_pushlstring(L, p, n);

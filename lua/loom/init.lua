@@ -233,6 +233,6 @@ loom.condition = require "loom.condition"
 loom.group = require "loom.group"
 loom.fs = require "loom.fs"
 local net = require "loom.net"
-loom.tcp, loom.unix, loom.dns = net.tcp, net.unix, net.dns
+loom.tcp, loom.unix, loom.dns, loom.udp = net.tcp, net.unix, net.dns, net.udp
 
 return loom

@@ -148,4 +148,32 @@ function unix.serve(path, handler, opts)
   return run_server(server, handler, "unix server")
 end
 
-return { tcp = tcp, unix = unix, dns = dns }
+local udp = {}
+
+local UDP = core._UDP.__index
+local raw_send = UDP.send
+
+--- socket:send(data, host, port): sends one datagram; host may be a name
+-- (resolved first, which may block). true, or nil, msg, code.
+function UDP.send(sock, data, host, port)
+  check_type(host, "string", 2, "send")
+  if not is_ip(host) then
+    local addrs, err, code = dns.resolve(host)
+    if not addrs then return nil, err, code end
+    host = addrs[1]
+  end
+  return raw_send(sock, data, host, port)
+end
+
+--- A UDP socket bound to host:port (port 0: a free one): `send(data, host,
+-- port)`, `recv([timeout])` (data, host, port), `sockname()`, `close()`; or
+-- nil, msg, code. May block (to resolve a host name).
+function udp.bind(host, port)
+  check_type(host, "string", 1, "bind")
+  check_port(port, 2, "bind")
+  local addrs, err, code = dns.resolve(host)
+  if not addrs then return nil, err, code end
+  return core._udp_bind(addrs[1], port)
+end
+
+return { tcp = tcp, unix = unix, dns = dns, udp = udp }
