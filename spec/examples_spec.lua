@@ -133,5 +133,34 @@ describe("examples", function()
     assert.are.equal(10, #listed)
     for i = 1, 10 do assert.are.same(sizes[i], listed[i]) end
   end)
+
+  it("echo.lua echoes lines over TCP", function()
+    local out = example("echo")
+    assert.matches("echo server listening on 127.0.0.1:%d+", out)
+    for _, w in ipairs({ "hello", "concurrent", "world" }) do
+      assert.matches("sent " .. w .. "%s+got " .. w:upper(), out)
+    end
+  end)
+
+  it("chat.lua delivers each line to the other clients", function()
+    local out = example("chat")
+    assert.matches("ana    hears  bruno: hello ana", out, 1, true)
+    assert.matches("bruno  hears  ana: hi all", out, 1, true)
+    assert.matches("chen   hears  ana: hi all", out, 1, true)
+    assert.matches("ana    hears  chen: bye", out, 1, true)
+    assert.matches("bruno  hears  * chen left", out, 1, true)
+    assert.is_nil(out:find("ana    hears  ana:", 1, true)) -- nobody hears themselves
+  end)
+
+  it("many_connections.lua answers 1,000 requests, at most 50 at a time", function()
+    local out = example("many_connections")
+    assert.matches("1000 of 1000 requests answered, at most 50 connections at once", out, 1, true)
+  end)
+
+  it("udp_ping.lua pings and times out on silence", function()
+    local out = example("udp_ping")
+    for i = 1, 5 do assert.matches("ping " .. i .. ": pong " .. i .. " in", out, 1, true) end
+    assert.matches("unanswered ping:\ttimeout\tETIMEDOUT", out, 1, true)
+  end)
 end)
 
