@@ -176,6 +176,7 @@ loom_task *loom_checkrunning(lua_State *L, loom_state *S, const char *fname);
 void loom_suspend(lua_State *L, loom_task *t);
 #define loom_yield(L, t, k) lua_yieldk((L), 0, (lua_KContext)(t), (k))
 int loom_step_expired(loom_loop *lp);
+void loom_run_inline(loom_loop *lp);
 int loom_pause(lua_State *L, loom_task *t);
 loom_task *loom_resumed(lua_State *L, loom_state *S, lua_KContext ctx, lua_KFunction k);
 int loom_run(lua_State *L);

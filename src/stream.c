@@ -139,6 +139,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (st->rlen - st->rpos > READ_HIGH) stop_reading(st);
   if (!loom_list_empty(&st->readers)) loom_wake(st->lp, loom_container(st->readers.next, loom_task, wait), 0);
+  loom_run_inline(st->lp);
 }
 
 static int start_reading(lstream *st) {
