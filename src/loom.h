@@ -152,6 +152,9 @@ typedef struct loom_handle {
 /* libuv errors as Lua failures: pushes nil, "<prefix>: <message>", "<ENAME>"
    (no prefix when it is NULL) and returns 3. */
 int loom_fail(lua_State *L, int err, const char *prefix);
+/* nil, "closed", "ECLOSED" and nil, "timeout", "ETIMEDOUT": 3 values. */
+int loom_fail_closed(lua_State *L);
+int loom_fail_timeout(lua_State *L);
 
 /* Stack layout of the driver (sched.c), which loom_start/loom_finish use. */
 enum { LOOM_DRV_LOOP = 1, LOOM_DRV_POOL, LOOM_DRV_SLOTS };

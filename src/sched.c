@@ -229,6 +229,21 @@ static void count_and_close(uv_handle_t *h, void *arg) {
     uv_close(h, NULL);
 }
 
+static int fail3(lua_State *L, const char *msg, const char *code) {
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  lua_pushstring(L, code);
+  return 3;
+}
+
+int loom_fail_closed(lua_State *L) {
+  return fail3(L, "closed", "ECLOSED");
+}
+
+int loom_fail_timeout(lua_State *L) {
+  return fail3(L, "timeout", "ETIMEDOUT");
+}
+
 int loom_fail(lua_State *L, int err, const char *prefix) {
   lua_pushnil(L);
   if (prefix)

@@ -160,13 +160,6 @@ static lstream *checkstream(lua_State *L) {
   return st;
 }
 
-static int closed_fail(lua_State *L) {
-  lua_pushnil(L);
-  lua_pushliteral(L, "closed");
-  lua_pushliteral(L, "ECLOSED");
-  return 3;
-}
-
 static int eof_fail(lua_State *L) {
   lua_pushnil(L);
   lua_pushliteral(L, "eof");
@@ -196,7 +189,7 @@ static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
   int kind = (int)lua_tointeger(L, lua_upvalueindex(3));
   const char *p = st->rbuf + st->rpos;
   size_t have = st->rlen - st->rpos;
-  if (st->closed) return closed_fail(L);
+  if (st->closed) return loom_fail_closed(L);
   switch (kind) {
     case WANT_ANY: {
       size_t max = (size_t)luaL_optinteger(L, 2, LOOM_READ_BUF);
@@ -285,12 +278,7 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (lua_gettop(L) > t->kept) return 1; /* handed its bytes by on_read */
   if (st->want_task == t) st->want_task = NULL;
-  if (t->timed_out) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "timeout");
-    lua_pushliteral(L, "ETIMEDOUT");
-    return 3;
-  }
+  if (t->timed_out) return loom_fail_timeout(L);
   return serve_read(L, S, t, st);
 }
 
@@ -344,14 +332,9 @@ static int write_k(lua_State *L, int status, lua_KContext ctx) {
   loom_task *t = loom_resumed(L, S, ctx, write_k);
   lstream *st = lua_touserdata(L, 1);
   (void)status;
-  if (st->closed) return closed_fail(L);
+  if (st->closed) return loom_fail_closed(L);
   if (st->werr) return loom_fail(L, st->werr, NULL);
-  if (t->timed_out) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "timeout");
-    lua_pushliteral(L, "ETIMEDOUT");
-    return 3;
-  }
+  if (t->timed_out) return loom_fail_timeout(L);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -390,7 +373,7 @@ static int s_write(lua_State *L) {
   }
   if (st->closed || st->s == NULL) {
     if (bufs != stackbufs) free(bufs);
-    return closed_fail(L);
+    return loom_fail_closed(L);
   }
   if (st->werr) {
     if (bufs != stackbufs) free(bufs);
@@ -474,7 +457,7 @@ static int s_shutdown(lua_State *L) {
   loom_task *t = loom_checkrunning(L, S, "shutdown");
   uv_shutdown_t *req;
   int rc;
-  if (st->closed || st->s == NULL) return closed_fail(L);
+  if (st->closed || st->s == NULL) return loom_fail_closed(L);
   if (st->shut) {
     lua_pushboolean(L, 1);
     return 1;
@@ -562,7 +545,7 @@ static int name_of(lua_State *L, int peer) {
   lstream *st = checkstream(L);
   struct sockaddr_storage ss;
   int len = sizeof ss, rc;
-  if (st->closed || st->s == NULL) return closed_fail(L);
+  if (st->closed || st->s == NULL) return loom_fail_closed(L);
   if (st->s->type == UV_NAMED_PIPE) {
     char path[1024];
     size_t plen = sizeof path;

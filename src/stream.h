@@ -30,6 +30,7 @@ typedef struct lstream {
 lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx);
 void loom_stream_shut(lstream *st);
 int loom_push_addr(lua_State *L, const struct sockaddr *sa);
+void loom_parse_addr(lua_State *L, int hidx, int pidx, struct sockaddr_storage *ss);
 void loom_open_stream(lua_State *L);
 
 #endif

@@ -111,13 +111,15 @@ static int l_getaddrinfo(lua_State *L) {
   return loom_yield(L, t, gai_k);
 }
 
-static int parse_addr(lua_State *L, int hidx, int pidx, struct sockaddr_storage *ss) {
+/* The IP address at hidx and the port at pidx as a socket address; raises
+   for anything else (the Lua layer resolves host names first). */
+void loom_parse_addr(lua_State *L, int hidx, int pidx, struct sockaddr_storage *ss) {
   const char *host = luaL_checkstring(L, hidx);
   lua_Integer port = luaL_checkinteger(L, pidx);
   luaL_argcheck(L, port >= 0 && port <= 65535, pidx, "port must be 0-65535");
-  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) return 0;
-  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0) return 0;
-  return luaL_argerror(L, hidx, "not an IP address");
+  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) return;
+  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0) return;
+  luaL_argerror(L, hidx, "not an IP address");
 }
 
 /* ---------------------------------------------------------------- connect */
@@ -198,7 +200,7 @@ static int l_tcp_connect(lua_State *L) {
   struct sockaddr_storage ss;
   loom_task *t;
   uv_tcp_t *h;
-  parse_addr(L, 1, 2, &ss);
+  loom_parse_addr(L, 1, 2, &ss);
   t = loom_checkrunning(L, S, "connect");
   if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "connect: out of memory");
   uv_tcp_init(&S->loop->uv, h);
@@ -263,12 +265,7 @@ static int sv_accept(lua_State *L) {
   loom_state *S = loom_getstate(L);
   server *srv = checkserver(L);
   loom_task *t = loom_checkrunning(L, S, "accept");
-  if (srv->closed) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "closed");
-    lua_pushliteral(L, "ECLOSED");
-    return 3;
-  }
+  if (srv->closed) return loom_fail_closed(L);
   if (srv->pending) {
     uv_stream_t *c = malloc(srv->pipe ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
     int rc;
@@ -372,7 +369,7 @@ static int l_tcp_listen(lua_State *L) {
   int backlog, reuseport, rc;
   uv_tcp_t *h;
   server *srv;
-  parse_addr(L, 1, 2, &ss);
+  loom_parse_addr(L, 1, 2, &ss);
   backlog = (int)luaL_optinteger(L, 3, 511);
   reuseport = lua_toboolean(L, 4);
   if (S->loop == NULL) return luaL_error(L, "listen: not inside a task (wrap the program in loom.run)");

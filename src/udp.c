@@ -99,13 +99,6 @@ static ludp *checkudp(lua_State *L) {
   return loom_checkudata(L, 1, MT);
 }
 
-static int closed_fail(lua_State *L) {
-  lua_pushnil(L);
-  lua_pushliteral(L, "closed");
-  lua_pushliteral(L, "ECLOSED");
-  return 3;
-}
-
 static int recv_k(lua_State *L, int status, lua_KContext ctx);
 
 /* socket:recv([timeout]): the next datagram as data, host, port, waiting
@@ -117,7 +110,7 @@ static int u_recv(lua_State *L) {
   uint64_t deadline = lua_isnoneornil(L, 2) ? UINT64_MAX : loom_deadline(L, 2);
   loom_task *t = loom_checkrunning(L, S, "recv");
   int rc;
-  if (s->closed) return closed_fail(L);
+  if (s->closed) return loom_fail_closed(L);
   if (s->head < s->tail) {
     int i;
     lua_settop(L, 1);
@@ -151,12 +144,7 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
   loom_task *t = loom_resumed(L, loom_getstate(L), ctx, recv_k);
   (void)status;
   if (lua_gettop(L) > t->kept) return 3; /* handed a datagram */
-  if (t->timed_out) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "timeout");
-    lua_pushliteral(L, "ETIMEDOUT");
-    return 3;
-  }
+  if (t->timed_out) return loom_fail_timeout(L);
   lua_settop(L, 1);
   return u_recv(L);
 }
@@ -173,17 +161,12 @@ static int u_send(lua_State *L) {
   ludp *s = checkudp(L);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  const char *ip = luaL_checkstring(L, 3);
-  lua_Integer port = luaL_checkinteger(L, 4);
   struct sockaddr_storage ss;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   sendreq *r;
   int rc;
-  luaL_argcheck(L, port >= 0 && port <= 65535, 4, "port must be 0-65535");
-  if (uv_ip4_addr(ip, (int)port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(ip, (int)port, (struct sockaddr_in6 *)&ss) != 0)
-    return luaL_argerror(L, 3, "not an IP address");
-  if (s->closed) return closed_fail(L);
+  loom_parse_addr(L, 3, 4, &ss);
+  if (s->closed) return loom_fail_closed(L);
   rc = uv_udp_try_send(s->u, &b, 1, (struct sockaddr *)&ss);
   if (rc == UV_EAGAIN) {
     if ((r = malloc(sizeof *r + len)) == NULL) return luaL_error(L, "send: out of memory");
@@ -202,7 +185,7 @@ static int u_sockname(lua_State *L) {
   ludp *s = checkudp(L);
   struct sockaddr_storage ss;
   int len = sizeof ss, rc;
-  if (s->closed) return closed_fail(L);
+  if (s->closed) return loom_fail_closed(L);
   if ((rc = uv_udp_getsockname(s->u, (struct sockaddr *)&ss, &len)) < 0) return loom_fail(L, rc, NULL);
   return loom_push_addr(L, (struct sockaddr *)&ss);
 }
@@ -224,15 +207,10 @@ static int u_tostring(lua_State *L) {
    one), or nil, msg, code. Never blocks. */
 static int l_udp_bind(lua_State *L) {
   loom_state *S = loom_getstate(L);
-  const char *ip = luaL_checkstring(L, 1);
-  lua_Integer port = luaL_checkinteger(L, 2);
   struct sockaddr_storage ss;
   ludp *s;
   int rc;
-  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0-65535");
-  if (uv_ip4_addr(ip, (int)port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(ip, (int)port, (struct sockaddr_in6 *)&ss) != 0)
-    return luaL_argerror(L, 1, "not an IP address");
+  loom_parse_addr(L, 1, 2, &ss);
   if (S->loop == NULL) return luaL_error(L, "bind: not inside a task (wrap the program in loom.run)");
   s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
@@ -251,7 +229,7 @@ static int l_udp_bind(lua_State *L) {
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if ((rc = uv_udp_bind(s->u, (struct sockaddr *)&ss, 0)) < 0) {
     shut(L, s);
-    return loom_fail(L, rc, ip);
+    return loom_fail(L, rc, lua_tostring(L, 1));
   }
   return 1;
 }
