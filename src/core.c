@@ -64,6 +64,7 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_stream(L);
   loom_open_tcp(L);
   loom_open_udp(L);
+  loom_open_process(L);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
   luaL_getmetatable(L, LOOM_TASK);

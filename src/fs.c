@@ -883,6 +883,15 @@ static int f_close(lua_State *L) {
   return wait_req(L, t, r, close_k);
 }
 
+/* file:fileno(): the descriptor (to hand to a child process), or nil once
+   closed. */
+static int f_fileno(lua_State *L) {
+  lfile *f = loom_checkudata(L, 1, MT);
+  if (f->closed || f->fd < 0) return 0;
+  lua_pushinteger(L, f->fd);
+  return 1;
+}
+
 /* A file collected unclosed is closed (synchronously: __gc cannot wait). */
 static int f_gc(lua_State *L) {
   lfile *f = lua_touserdata(L, 1);
@@ -1057,6 +1066,7 @@ void loom_open_fs(lua_State *L) {
                                      {"seek", f_seek},   {"sync", f_sync},
                                      {"truncate", f_truncate},
                                      {"stat", f_stat},   {"close", f_close},
+                                     {"fileno", f_fileno},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", f_close}, {"__gc", f_gc},
                                   {"__tostring", f_tostring}, {NULL, NULL}};

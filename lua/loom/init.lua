@@ -234,5 +234,7 @@ loom.group = require "loom.group"
 loom.fs = require "loom.fs"
 local net = require "loom.net"
 loom.tcp, loom.unix, loom.dns, loom.udp = net.tcp, net.unix, net.dns, net.udp
+local proc = require "loom.process"
+loom.process, loom.signal = proc.process, proc.signal
 
 return loom

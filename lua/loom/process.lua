@@ -1,0 +1,133 @@
+--- loom.process and loom.signal: child processes whose pipes are loom
+-- streams, and waiting for signals. The handles are C objects
+-- (src/process.c); this module checks and shapes the options.
+-- @module loom.process
+local core = require "loom.core"
+
+local process, signal = {}, {}
+
+local Process = { __name = "loom.Process" }
+Process.__index = Process
+
+local function argerror(n, fname, msg)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
+end
+
+local STDIO = { pipe = true, inherit = true, null = true }
+
+local function stdio_mode(v, name, fname)
+  if v == nil then return "inherit" end
+  if STDIO[v] then return v end
+  if math.type(v) == "integer" then return v end
+  if type(v) == "userdata" and getmetatable(v) == core._File then
+    local fd = v:fileno()
+    if fd then return fd end
+  end
+  argerror(1, fname, ("%s must be \"pipe\", \"inherit\", \"null\" or an open file"):format(name))
+end
+
+local function check_spec(spec, fname)
+  if type(spec) ~= "table" then argerror(1, fname, ("table expected, got %s"):format(type(spec))) end
+  if type(spec[1]) ~= "string" then argerror(1, fname, "the program (spec[1]) must be a string") end
+  local argv = {}
+  for i = 1, #spec do
+    if type(spec[i]) ~= "string" and type(spec[i]) ~= "number" then
+      argerror(1, fname, ("argument %d must be a string"):format(i))
+    end
+    argv[i] = tostring(spec[i])
+  end
+  local env
+  if spec.env ~= nil then
+    if type(spec.env) ~= "table" then argerror(1, fname, "env must be a table") end
+    env = {}
+    for k, v in pairs(spec.env) do env[#env + 1] = tostring(k) .. "=" .. tostring(v) end
+  end
+  if spec.cwd ~= nil and type(spec.cwd) ~= "string" then argerror(1, fname, "cwd must be a string") end
+  return argv, env
+end
+
+--- Starts a child process: `spec[1]` is the program (searched in PATH), the
+-- rest of the list its arguments; `cwd`, `env` (a table of NAME = value,
+-- replacing the environment), and `stdin`, `stdout`, `stderr`: "pipe" (a
+-- loom stream in the process's field of that name), "inherit" (the default),
+-- "null", or an open loom.fs file. Returns a process (`pid`, `stdin`,
+-- `stdout`, `stderr`, `wait()`, `kill([signal])`), or nil, msg, code
+-- ("ENOENT" for a program that does not exist).
+function process.spawn(spec)
+  local argv, env = check_spec(spec, "spawn")
+  local modes = { stdio_mode(spec.stdin, "stdin", "spawn"), stdio_mode(spec.stdout, "stdout", "spawn"),
+    stdio_mode(spec.stderr, "stderr", "spawn") }
+  local p, stdin, stdout, stderr = core._spawn(argv, spec.cwd, env, modes)
+  if not p then return nil, stdin, stdout end
+  return setmetatable({ handle = p, pid = p:pid(), stdin = stdin, stdout = stdout, stderr = stderr }, Process)
+end
+
+--- Waits for the process to exit: its exit code, or nil and the name of the
+-- signal that ended it. May block.
+function Process:wait()
+  return self.handle:wait()
+end
+
+--- Sends a signal (a name such as "SIGTERM" or "TERM", or a number; default
+-- "SIGTERM"). true, or nil, msg, code. Never blocks.
+function Process:kill(sig)
+  return self.handle:kill(sig)
+end
+
+--- Runs a command to its end and returns its standard output, its exit code
+-- (nil and the signal's name if a signal ended it) and, with
+-- `spec.stderr = "pipe"`, its standard error. `spec.input` is written to its
+-- stdin; `spec.timeout` (seconds) kills it (SIGKILL) when it runs longer,
+-- returning nil, "timeout", "ETIMEDOUT". Output and input flow concurrently,
+-- so a child that writes a lot while being fed does not deadlock. May block.
+function process.run(spec)
+  local argv = check_spec(spec, "run")
+  local opts = {}
+  for k, v in pairs(spec) do opts[k] = v end
+  opts.stdout = "pipe"
+  opts.stdin = spec.input and "pipe" or (spec.stdin or "null")
+  local p, err, code = process.spawn(opts)
+  if not p then return nil, err, code end
+  local out, errout = {}, {}
+  local function drain(stream, into)
+    if not stream then return end
+    local _ <close> = stream -- closed however the drain ends (a timeout cancels it)
+    for chunk in function() return (stream:read()) end do into[#into + 1] = chunk end
+  end
+  local function work()
+    return require("loom.group")(function(g)
+      g:spawn(drain, p.stdout, out)
+      g:spawn(drain, p.stderr, errout)
+      if spec.input then
+        g:spawn(function()
+          local stdin <close> = p.stdin
+          stdin:write(spec.input)
+        end)
+      end
+      return p:wait()
+    end)
+  end
+  local status, signame
+  if spec.timeout then
+    local ok, a, b = core.timeout(spec.timeout, work)
+    if not ok then
+      p:kill("SIGKILL")
+      p:wait()
+      if p.stdin then p.stdin:close() end
+      return nil, ("%s: timeout"):format(argv[1]), "ETIMEDOUT"
+    end
+    status, signame = a, b
+  else
+    status, signame = work()
+  end
+  local output = table.concat(out)
+  if status == nil then return output, nil, signame end
+  if p.stderr then return output, status, table.concat(errout) end
+  return output, status
+end
+
+--- Waits for the first of the named signals ("SIGINT", "SIGTERM", ...) and
+-- returns its name; while it waits, they lose their default effect. May block.
+signal.wait = core._signal_wait
+
+return { process = process, signal = signal }

@@ -1,0 +1,340 @@
+/*
+ * process.c: child processes and signals. Owns the uv_process_t of a child
+ * (malloc'd, closed when the child has exited, freed in its close callback),
+ * the pipes to its stdin/stdout/stderr (handed over as loom streams), and the
+ * uv_signal_t handles of a signal.wait.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include "loom.h"
+#include "stream.h"
+
+#define LOOM_PROCESS "loom.Process"
+
+typedef struct lproc {
+  loom_handle h; /* first: teardown closes a handle still open through it */
+  uv_process_t *p;
+  loom_loop *lp;
+  int ref;      /* anchors the userdata until the child has exited */
+  int exited, termsig;
+  int64_t status;
+  int pid;
+  loom_link waiters;
+} lproc;
+
+/* Upvalues: 1 = module state, 2 = the Process metatable, 3 = the Stream
+   metatable. */
+#define MT lua_upvalueindex(2)
+#define STREAM_MT lua_upvalueindex(3)
+
+static const struct {
+  const char *name;
+  int num;
+} signals[] = {{"SIGHUP", SIGHUP},   {"SIGINT", SIGINT},     {"SIGQUIT", SIGQUIT},
+               {"SIGKILL", SIGKILL}, {"SIGUSR1", SIGUSR1},   {"SIGUSR2", SIGUSR2},
+               {"SIGPIPE", SIGPIPE}, {"SIGALRM", SIGALRM},   {"SIGTERM", SIGTERM},
+               {"SIGCHLD", SIGCHLD}, {"SIGCONT", SIGCONT},   {"SIGSTOP", SIGSTOP},
+               {"SIGTSTP", SIGTSTP}, {"SIGWINCH", SIGWINCH}, {NULL, 0}};
+
+static const char *signal_name(int num) {
+  int i;
+  for (i = 0; signals[i].name; i++)
+    if (signals[i].num == num) return signals[i].name;
+  return NULL;
+}
+
+/* The signal at idx: a name ("SIGTERM", or "TERM") or a number. */
+static int check_signal(lua_State *L, int idx) {
+  int i;
+  if (lua_type(L, idx) == LUA_TNUMBER) return (int)luaL_checkinteger(L, idx);
+  {
+    const char *name = luaL_checkstring(L, idx);
+    for (i = 0; signals[i].name; i++)
+      if (strcmp(name, signals[i].name) == 0 || strcmp(name, signals[i].name + 3) == 0) return signals[i].num;
+    return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
+  }
+}
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+static void release(lua_State *L, lproc *pr) {
+  if (pr->p) {
+    uv_close((uv_handle_t *)pr->p, free_handle);
+    pr->p = NULL;
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, pr->ref);
+  pr->ref = LUA_NOREF;
+}
+
+static void on_child_exit(uv_process_t *p, int64_t status, int termsig) {
+  lproc *pr = p->data;
+  pr->exited = 1;
+  pr->status = status;
+  pr->termsig = termsig;
+  while (!loom_list_empty(&pr->waiters)) loom_wake(pr->lp, loom_container(pr->waiters.next, loom_task, wait), 0);
+  release(pr->lp->L, pr);
+}
+
+/* At the end of loom.run a child still running is left running (it is not
+   ours to kill); its handle is closed. */
+static void teardown_close(uv_handle_t *h) {
+  lproc *pr = h->data;
+  release(pr->lp->L, pr);
+}
+
+static lproc *checkproc(lua_State *L) {
+  return loom_checkudata(L, 1, MT);
+}
+
+static int push_status(lua_State *L, lproc *pr) {
+  if (pr->termsig) {
+    const char *name = signal_name(pr->termsig);
+    lua_pushnil(L);
+    if (name)
+      lua_pushstring(L, name);
+    else
+      lua_pushinteger(L, pr->termsig);
+    return 2;
+  }
+  lua_pushinteger(L, (lua_Integer)pr->status);
+  return 1;
+}
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, wait_k);
+  return push_status(L, lua_touserdata(L, 1));
+}
+
+/* process:wait(): waits for the child to exit: its exit code, or nil and the
+   name of the signal that killed it. May block. */
+static int p_wait(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  lproc *pr = checkproc(L);
+  loom_task *t = loom_checkrunning(L, S, "wait");
+  if (pr->exited) return push_status(L, pr);
+  lua_settop(L, 1);
+  loom_suspend(L, t);
+  loom_list_append(&pr->waiters, &t->wait);
+  return loom_yield(L, t, wait_k);
+}
+
+/* process:kill([signal]): sends a signal (default "SIGTERM"); true, or nil,
+   msg, code (ESRCH once it has exited). Never blocks. */
+static int p_kill(lua_State *L) {
+  lproc *pr = checkproc(L);
+  int sig = lua_isnoneornil(L, 2) ? SIGTERM : check_signal(L, 2);
+  int rc;
+  if (pr->exited || pr->p == NULL) return loom_fail(L, UV_ESRCH, NULL);
+  rc = uv_process_kill(pr->p, sig);
+  if (rc < 0) return loom_fail(L, rc, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* process:pid(): the child's process id. */
+static int p_pid(lua_State *L) {
+  lua_pushinteger(L, checkproc(L)->pid);
+  return 1;
+}
+
+static int p_tostring(lua_State *L) {
+  lproc *pr = loom_checkudata(L, 1, MT);
+  lua_pushfstring(L, "loom.Process (pid %d, %s)", pr->pid, pr->exited ? "exited" : "running");
+  return 1;
+}
+
+static char **string_list(lua_State *L, int idx, int first) {
+  int n = (int)lua_rawlen(L, idx), i;
+  char **list = calloc((size_t)(n - first + 2), sizeof *list);
+  if (list == NULL) return NULL;
+  for (i = first; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    list[i - first] = (char *)lua_tostring(L, -1); /* the table keeps it alive */
+    lua_pop(L, 1);
+  }
+  return list;
+}
+
+/* loom.core._spawn(argv, cwd, env, stdio): starts argv[1] with argv as its
+   arguments (searched in PATH); cwd a directory or nil; env a list of
+   "NAME=value" or nil (inherit); stdio a list of three: "pipe", "inherit",
+   "null" or a file descriptor number. Returns the process and, for each
+   "pipe", a stream (stdin, stdout, stderr; nil otherwise), or nil, msg,
+   code (ENOENT ...). Never blocks. */
+static int l_spawn(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  uv_process_options_t opts;
+  uv_stdio_container_t stdio[3];
+  uv_pipe_t *pipes[3] = {NULL, NULL, NULL};
+  lproc *pr;
+  int i, rc;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  if (S->loop == NULL) return luaL_error(L, "spawn: not inside a task (wrap the program in loom.run)");
+  memset(&opts, 0, sizeof opts);
+  opts.args = string_list(L, 1, 1);
+  opts.file = opts.args ? opts.args[0] : NULL;
+  opts.cwd = lua_tostring(L, 2);
+  opts.env = lua_istable(L, 3) ? string_list(L, 3, 1) : NULL;
+  opts.exit_cb = on_child_exit;
+  opts.stdio = stdio;
+  opts.stdio_count = 3;
+  for (i = 0; i < 3; i++) {
+    lua_rawgeti(L, 4, i + 1);
+    if (lua_isinteger(L, -1)) {
+      stdio[i].flags = UV_INHERIT_FD;
+      stdio[i].data.fd = (int)lua_tointeger(L, -1);
+    } else {
+      const char *m = lua_tostring(L, -1);
+      if (m && strcmp(m, "pipe") == 0 && (pipes[i] = malloc(sizeof *pipes[i])) != NULL) {
+        uv_pipe_init(&S->loop->uv, pipes[i], 0);
+        stdio[i].flags = UV_CREATE_PIPE | (i == 0 ? UV_READABLE_PIPE : UV_WRITABLE_PIPE);
+        stdio[i].data.stream = (uv_stream_t *)pipes[i];
+      } else if (m && strcmp(m, "inherit") == 0) {
+        stdio[i].flags = UV_INHERIT_FD;
+        stdio[i].data.fd = i;
+      } else {
+        stdio[i].flags = UV_IGNORE; /* "null": libuv opens /dev/null */
+      }
+    }
+    lua_pop(L, 1);
+  }
+  pr = lua_newuserdatauv(L, sizeof *pr, 0);
+  memset(pr, 0, sizeof *pr);
+  pr->h.close = teardown_close;
+  pr->lp = S->loop;
+  pr->ref = LUA_NOREF;
+  loom_list_init(&pr->waiters);
+  lua_pushvalue(L, MT);
+  lua_setmetatable(L, -2);
+  pr->p = malloc(sizeof *pr->p);
+  rc = (opts.file == NULL || pr->p == NULL) ? UV_ENOMEM : uv_spawn(&S->loop->uv, pr->p, &opts);
+  free(opts.args);
+  free(opts.env);
+  if (rc < 0) {
+    if (pr->p && opts.file) /* an unsuccessful spawn still initialised the handle */
+      uv_close((uv_handle_t *)pr->p, free_handle);
+    else
+      free(pr->p);
+    pr->p = NULL;
+    pr->exited = 1;
+    for (i = 0; i < 3; i++)
+      if (pipes[i]) {
+        pipes[i]->data = NULL;
+        uv_close((uv_handle_t *)pipes[i], free_handle);
+      }
+    return loom_fail(L, rc, opts.file);
+  }
+  pr->p->data = pr;
+  pr->pid = pr->p->pid;
+  lua_pushvalue(L, -1);
+  pr->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  for (i = 0; i < 3; i++) {
+    if (pipes[i])
+      loom_stream_new(L, S->loop, (uv_stream_t *)pipes[i], STREAM_MT);
+    else
+      lua_pushnil(L);
+  }
+  return 4;
+}
+
+/* ---------------------------------------------------------------- signals */
+
+typedef struct sigwaiter {
+  loom_task *task; /* NULL once it gave up */
+  int n, left;     /* handles started, handles not yet closed */
+  uv_signal_t h[8];
+} sigwaiter;
+
+static void sig_closed(uv_handle_t *h) {
+  sigwaiter *w = h->data;
+  if (--w->left == 0) free(w);
+}
+
+static void sig_stop(sigwaiter *w) {
+  int i;
+  for (i = 0; i < w->n; i++)
+    if (!uv_is_closing((uv_handle_t *)&w->h[i])) uv_close((uv_handle_t *)&w->h[i], sig_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  sigwaiter *w = h->data;
+  if (w->task) {
+    const char *name = signal_name(signum);
+    if (name)
+      lua_pushstring(w->task->co, name);
+    else
+      lua_pushinteger(w->task->co, signum);
+    loom_wake((loom_loop *)h->loop, w->task, 1);
+    w->task = NULL;
+  }
+  sig_stop(w);
+}
+
+static void sig_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  sigwaiter *w = t->waitobj;
+  (void)L;
+  (void)lp;
+  w->task = NULL;
+  sig_stop(w);
+}
+
+static int sig_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, sig_k);
+  return 1;
+}
+
+/* loom.signal.wait(name, ...): waits for the first of these signals and
+   returns its name. While it waits, the signals do not have their default
+   effect. May block. */
+static int l_sigwait(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  int n = lua_gettop(L), nums[8], i, rc;
+  loom_task *t;
+  sigwaiter *w;
+  luaL_argcheck(L, n >= 1, 1, "signal name expected");
+  luaL_argcheck(L, n <= 8, 9, "at most 8 signals");
+  for (i = 0; i < n; i++) nums[i] = check_signal(L, i + 1);
+  t = loom_checkrunning(L, S, "wait");
+  if ((w = calloc(1, sizeof *w)) == NULL) return luaL_error(L, "wait: out of memory");
+  for (i = 0; i < n; i++) {
+    uv_signal_init(&S->loop->uv, &w->h[i]);
+    w->h[i].data = w;
+    w->n++;
+    w->left++;
+    if ((rc = uv_signal_start(&w->h[i], on_signal, nums[i])) < 0) {
+      sig_stop(w);
+      return loom_fail(L, rc, NULL);
+    }
+  }
+  w->task = t;
+  lua_settop(L, 0);
+  loom_suspend(L, t);
+  t->undo = sig_undo;
+  t->waitobj = w;
+  return loom_yield(L, t, sig_k);
+}
+
+/* Expects [state, module] with module._Stream set. */
+void loom_open_process(lua_State *L) {
+  static const luaL_Reg methods[] = {{"wait", p_wait}, {"kill", p_kill}, {"pid", p_pid}, {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__tostring", p_tostring}, {NULL, NULL}};
+  int S = lua_absindex(L, -2), mt;
+  loom_newclass(L, S, LOOM_PROCESS, methods, meta);
+  mt = lua_gettop(L);
+  lua_pushvalue(L, S);
+  lua_pushvalue(L, mt);
+  lua_getfield(L, S + 1, "_Stream");
+  lua_pushcclosure(L, l_spawn, 3);
+  lua_setfield(L, S + 1, "_spawn");
+  lua_pushvalue(L, S);
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, l_sigwait, 2);
+  lua_setfield(L, S + 1, "_signal_wait");
+  lua_pop(L, 1);
+}
