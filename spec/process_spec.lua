@@ -91,3 +91,93 @@ describe("loom.signal", function()
     end)
   end)
 end)
+
+-- Runs a Lua script in a child, signals it after `after` seconds, and returns
+-- its output and exit status (as the shell reports it: 128 + signal).
+local function signalled(script_path, sig, after)
+  local cmd = ("LUA_PATH='%s' LUA_CPATH='%s' sh -c 'lua5.4 %s & pid=$!; sleep %g; kill -%s $pid; wait $pid; echo status $?' 2>&1")
+    :format(package.path, package.cpath, script_path, after, sig)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  return out, tonumber(out:match("status (%d+)"))
+end
+
+describe("loom.run with shutdown_signals", function()
+  it("runs the cleanup on SIGINT or SIGTERM and exits with the conventional status", function()
+    local script = os.tmpname()
+    local h = assert(io.open(script, "w"))
+    h:write([[
+      local loom = require "loom"
+      loom.run(function()
+        loom.spawn(function()
+          local _ <close> = setmetatable({}, { __close = function() io.write("worker cleaned\n") end })
+          loom.sleep(10)
+        end)
+        local _ <close> = setmetatable({}, { __close = function()
+          loom.sleep(0.02)
+          io.write("main cleaned\n")
+          io.flush()
+        end })
+        io.write("ready\n"); io.flush()
+        loom.sleep(10)
+      end, { shutdown_signals = { "SIGINT", "SIGTERM" } })
+      io.write("not reached\n")
+    ]])
+    h:close()
+    for sig, expected in pairs({ INT = 130, TERM = 143 }) do
+      local out, status = signalled(script, sig, 0.3)
+      assert.are.equal(expected, status, out)
+      assert.matches("main cleaned", out, 1, true)
+      assert.matches("worker cleaned", out, 1, true)
+      assert.is_nil(out:find("not reached", 1, true))
+    end
+    os.remove(script)
+  end)
+end)
+
+describe("process examples", function()
+  local function example(name)
+    local out, code = helper.lua(nil, { file = "examples/" .. name .. ".lua", env = "LOOM_EXAMPLE_SCALE=0.1" })
+    assert.are.equal(0, code, out)
+    return out
+  end
+
+  it("process_lines.lua gets each line while the command runs", function()
+    local out = example("process_lines")
+    local times = {}
+    for t in out:gmatch("(%d+%.%d+)s  step %d") do times[#times + 1] = tonumber(t) end
+    assert.are.equal(4, #times)
+    assert.is_true(times[4] - times[1] >= 0.12) -- spread over the run, not all at the end
+    assert.matches("exit code 0", out, 1, true)
+  end)
+
+  it("pipeline.lua pipes one process into another", function()
+    local out = example("pipeline")
+    assert.matches("largest three: 10000, 9999, 9998", out, 1, true)
+    assert.matches("producer exited 0, sorter exited 0", out, 1, true)
+  end)
+
+  it("graceful_shutdown.lua finishes the request in flight after SIGINT", function()
+    local out = helper.lua([[
+      local loom = require "loom"
+      loom.run(function()
+        local server = loom.process.spawn{ "lua5.4", "examples/graceful_shutdown.lua", stdout = "pipe" }
+        local port = tonumber(server.stdout:read_line():match(":(%d+)$"))
+        local c = assert(loom.tcp.connect("127.0.0.1", port))
+        c:write("slow job\n")
+        loom.sleep(0.05)
+        server:kill("SIGINT")
+        print("client got: " .. tostring(c:read_line()))
+        print("server said: " .. server.stdout:read_all())
+        print("server exit: " .. tostring(server:wait()))
+        c:close(); server.stdout:close()
+      end)
+    ]], { env = "LOOM_EXAMPLE_SCALE=0.3" })
+    assert.matches("client got: done: slow job", out, 1, true)
+    assert.matches("SIGINT: no new connections; finishing 1 request(s) in flight", out, 1, true)
+    assert.matches("shut down after serving 1 request(s)", out, 1, true)
+    assert.matches("server exit: 0", out, 1, true)
+  end)
+end)
+

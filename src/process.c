@@ -5,6 +5,7 @@
  * uv_signal_t handles of a signal.wait.
  */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "loom.h"
@@ -320,6 +321,16 @@ static int l_sigwait(lua_State *L) {
   return loom_yield(L, t, sig_k);
 }
 
+/* loom.core._raise(name): ends the process by the signal, with its default
+   effect (as if it had not been caught): the conventional exit status. */
+static int l_raise(lua_State *L) {
+  int sig = check_signal(L, 1);
+  fflush(NULL); /* the signal ends the process without exit's flushing */
+  signal(sig, SIG_DFL);
+  raise(sig);
+  return 0;
+}
+
 /* Expects [state, module] with module._Stream set. */
 void loom_open_process(lua_State *L) {
   static const luaL_Reg methods[] = {{"wait", p_wait}, {"kill", p_kill}, {"pid", p_pid}, {NULL, NULL}};
@@ -336,5 +347,7 @@ void loom_open_process(lua_State *L) {
   lua_pushvalue(L, mt);
   lua_pushcclosure(L, l_sigwait, 2);
   lua_setfield(L, S + 1, "_signal_wait");
+  lua_pushcfunction(L, l_raise);
+  lua_setfield(L, S + 1, "_raise");
   lua_pop(L, 1);
 }

@@ -237,4 +237,41 @@ loom.tcp, loom.unix, loom.dns, loom.udp = net.tcp, net.unix, net.dns, net.udp
 local proc = require "loom.process"
 loom.process, loom.signal = proc.process, proc.signal
 
+local core_run = core.run
+
+--- Runs fn(...) as the main task (see loom.core's run). A sole second
+-- argument that is a table with a `shutdown_signals` field is taken as
+-- options: on the first of those signals the main task is cancelled, its
+-- cleanup (`<close>`, pcall) runs and the other tasks are cancelled and
+-- awaited; then the process ends by that signal, with its default effect, so
+-- it exits with the conventional status (130 for SIGINT, 143 for SIGTERM).
+function loom.run(fn, ...)
+  if type(fn) ~= "function" then
+    error(("bad argument #1 to 'run' (function expected, got %s)"):format(fn == nil and "nil" or typename(fn)), 2)
+  end
+  local opts = ...
+  if select("#", ...) ~= 1 or type(opts) ~= "table" or opts.shutdown_signals == nil then
+    return core_run(fn, ...)
+  end
+  local sigs = opts.shutdown_signals
+  if type(sigs) ~= "table" or #sigs == 0 then
+    error("bad argument #2 to 'run' (shutdown_signals must be a list of signal names)", 2)
+  end
+  local caught
+  local results = table.pack(pcall(core_run, function()
+    local main = core.current()
+    local watcher = spawn(function()
+      caught = core._signal_wait(table.unpack(sigs))
+      main:cancel("signal " .. caught)
+    end)
+    watcher.name = "shutdown signals"
+    local r = table.pack(fn())
+    watcher:cancel()
+    return table.unpack(r, 1, r.n)
+  end))
+  if caught then core._raise(caught) end
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
 return loom
