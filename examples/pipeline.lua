@@ -18,5 +18,5 @@ loom.run(function()
   end
   copier:await()
   print("largest three: " .. table.concat(first, ", "))
-  print(("producer exited %d, sorter exited %d"):format(producer:wait(), sorter:wait()))
+  print(("producer exited %s, sorter exited %s"):format(producer:wait(), sorter:wait()))
 end)
