@@ -65,6 +65,7 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_tcp(L);
   loom_open_udp(L);
   loom_open_process(L);
+  loom_open_thread(L);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
   luaL_getmetatable(L, LOOM_TASK);

@@ -222,6 +222,7 @@ void loom_open_fs(lua_State *L);
 /* stream.c, tcp.c, udp.c */
 void loom_open_udp(lua_State *L);
 void loom_open_process(lua_State *L);
+void loom_open_thread(lua_State *L);
 void loom_open_stream(lua_State *L);
 void loom_open_tcp(lua_State *L);
 void loom_open_fswatch(lua_State *L);

@@ -237,6 +237,10 @@ loom.tcp, loom.unix, loom.dns, loom.udp = net.tcp, net.unix, net.dns, net.udp
 local proc = require "loom.process"
 loom.process, loom.signal = proc.process, proc.signal
 
+--- loom.thread.run(fn, ...): fn(...) on a worker thread with its own Lua
+-- state (see src/thread.c). May block.
+loom.thread = { run = core._thread_run }
+
 local core_run = core.run
 
 --- Runs fn(...) as the main task (see loom.core's run). A sole second
