@@ -8,6 +8,7 @@
  * callback when the task gave up).
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <lualib.h>
@@ -345,12 +346,18 @@ static int l_thread_run(lua_State *L) {
   return loom_yield(L, t, run_k);
 }
 
-/* Expects [state, module]. LOOM_THREADS sizes libuv's pool (shared with
-   file operations) when UV_THREADPOOL_SIZE is not set: libuv reads it once,
-   on first use. */
+/* Expects [state, module]. Sizes libuv's pool (shared with file operations)
+   unless UV_THREADPOOL_SIZE is set: LOOM_THREADS, else the number of cores,
+   at least libuv's default of 4 (file work wants several in flight). libuv
+   reads it once, on first use. */
 void loom_open_thread(lua_State *L) {
   const char *n = getenv("LOOM_THREADS");
-  if (n && *n && getenv("UV_THREADPOOL_SIZE") == NULL) setenv("UV_THREADPOOL_SIZE", n, 0);
+  if (getenv("UV_THREADPOOL_SIZE") == NULL) {
+    char size[16];
+    unsigned cores = uv_available_parallelism();
+    snprintf(size, sizeof size, "%u", cores > 4 ? cores : 4);
+    setenv("UV_THREADPOOL_SIZE", n && *n ? n : size, 0);
+  }
   lua_pushvalue(L, -2);
   lua_pushcclosure(L, l_thread_run, 1);
   lua_setfield(L, -2, "_thread_run");
