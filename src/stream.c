@@ -83,7 +83,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   loom_loop *lp = (loom_loop *)h->loop;
   (void)hint;
   if (lp->readbuf == NULL) lp->readbuf = malloc(LOOM_READ_BUF);
-  *buf = uv_buf_init(lp->readbuf, lp->readbuf ? LOOM_READ_BUF : 0);
+  *buf = uv_buf_init(lp->readbuf, lp->readbuf ? LOOM_STREAM_READ : 0);
 }
 
 static int buffer_append(lstream *st, const char *p, size_t n) {
