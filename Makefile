@@ -6,7 +6,7 @@ CC        ?= gcc
 OPT       ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
 CFLAGS_ALL = $(OPT) $(WARN) -fPIC -std=gnu11 $(shell pkg-config --cflags $(PKGS))
-LIBS       = $(shell pkg-config --libs libuv)
+LIBS       = $(shell pkg-config --libs libuv) -lhttp_parser
 SRC       := $(wildcard src/*.c)
 HDR       := $(wildcard src/*.h)
 BUSTED    := $(LUA) /usr/bin/busted

@@ -17,6 +17,7 @@ dependencies = {
 }
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
 }
 build = {
   type = "builtin",
@@ -27,11 +28,12 @@ build = {
     ["loom.fs"] = "lua/loom/fs.lua",
     ["loom.net"] = "lua/loom/net.lua",
     ["loom.process"] = "lua/loom/process.lua",
+    ["loom.http"] = "lua/loom/http.lua",
     ["loom.core"] = {
-      sources = { "src/core.c", "src/fs.c", "src/fswatch.c", "src/process.c", "src/queue.c", "src/sched.c", "src/stream.c", "src/sync.c", "src/task.c", "src/tcp.c", "src/thread.c", "src/timer.c", "src/udp.c", "src/watch.c" },
-      libraries = { "uv" },
-      incdirs = { "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)" },
+      sources = { "src/core.c", "src/fs.c", "src/fswatch.c", "src/http.c", "src/process.c", "src/queue.c", "src/sched.c", "src/stream.c", "src/sync.c", "src/task.c", "src/tcp.c", "src/thread.c", "src/timer.c", "src/udp.c", "src/watch.c" },
+      libraries = { "uv", "http_parser" },
+      incdirs = { "$(LIBUV_INCDIR)", "$(HTTP_PARSER_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HTTP_PARSER_LIBDIR)" },
     },
   },
 }

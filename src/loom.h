@@ -230,6 +230,7 @@ void loom_open_thread(lua_State *L);
 void loom_open_stream(lua_State *L);
 void loom_open_tcp(lua_State *L);
 void loom_open_fswatch(lua_State *L);
+void loom_open_http(lua_State *L);
 
 /* sync.c, queue.c, watch.c */
 void loom_open_sync(lua_State *L);

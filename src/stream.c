@@ -16,7 +16,7 @@
 #define WRITE_LOW (256 * 1024)   /* ... until it drops below this */
 #define LINE_MAX_DEFAULT (64 * 1024)
 
-enum { WANT_ANY, WANT_BYTES, WANT_SEP, WANT_ALL, WANT_LINE };
+enum { WANT_ANY, WANT_BYTES, WANT_SEP, WANT_ALL, WANT_LINE, WANT_MORE };
 
 typedef struct wreq {
   uv_write_t req;
@@ -183,6 +183,22 @@ static int wait_data(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
   return loom_yield(L, t, read_k);
 }
 
+/* For parsers reading a stream's buffer in place (http.c): suspends the
+   running task until more bytes, the end or an error arrive, or until
+   deadline (uv_hrtime ns, 0: none); then k runs (t->timed_out says which).
+   Returns loom_fail's values if reading cannot start. */
+int loom_stream_wait(lua_State *L, loom_task *t, lstream *st, uint64_t deadline, lua_KFunction k) {
+  int rc = start_reading(st);
+  if (rc < 0) return loom_fail(L, rc, NULL);
+  loom_suspend(L, t); /* no undo: nothing is handed over, the buffer stays as it is */
+  t->waitobj = st;
+  st->want = WANT_MORE;
+  st->want_task = NULL;
+  loom_list_append(&st->readers, &t->wait);
+  if (deadline) loom_timer_start(st->lp, &t->timer, deadline);
+  return loom_yield(L, t, k);
+}
+
 /* Serves the read method described by the arguments from the buffer, or
    waits. Stack: [stream, args...]; the method's kind at upvalue 3. */
 static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
@@ -330,13 +346,69 @@ static void on_write(uv_write_t *req, int status) {
 static int write_k(lua_State *L, int status, lua_KContext ctx) {
   loom_state *S = loom_getstate(L);
   loom_task *t = loom_resumed(L, S, ctx, write_k);
-  lstream *st = lua_touserdata(L, 1);
+  lstream *st = t->waitobj;
   (void)status;
   if (st->closed) return loom_fail_closed(L);
   if (st->werr) return loom_fail(L, st->werr, NULL);
   if (t->timed_out) return loom_fail_timeout(L);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* Sends n buffers with one vectored write: tried at once, only the unsent
+   tail copied and queued (the buffers may be freed once it returns). Pushes
+   true (1) or nil, msg, code (3), or returns 0 when more than WRITE_HIGH
+   bytes are queued: the caller then returns loom_stream_drain's value. */
+int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
+  size_t total = 0, sent = 0, at;
+  int i, rc;
+  wreq *w;
+  for (i = 0; i < n; i++) total += bufs[i].len;
+  if (st->closed || st->s == NULL) return loom_fail_closed(L);
+  if (st->werr) return loom_fail(L, st->werr, NULL);
+  if (st->queued == 0 && total > 0) {
+    rc = uv_try_write(st->s, bufs, (unsigned)n);
+    if (rc >= 0)
+      sent = (size_t)rc;
+    else if (rc != UV_EAGAIN) {
+      st->werr = rc;
+      return loom_fail(L, rc, NULL);
+    }
+  }
+  if (sent < total) { /* queue the tail, copied: the request owns it */
+    uv_buf_t b;
+    if ((w = malloc(sizeof *w + (total - sent))) == NULL) return luaL_error(L, "write: out of memory");
+    at = 0;
+    for (i = 0; i < n; i++) {
+      size_t len = bufs[i].len, skip = sent > len ? len : sent;
+      memcpy(w->data + at, bufs[i].base + skip, len - skip);
+      at += len - skip;
+      sent -= skip;
+    }
+    w->st = st;
+    w->len = at;
+    b = uv_buf_init(w->data, (unsigned)at);
+    rc = uv_write(&w->req, st->s, &b, 1, on_write);
+    if (rc < 0) {
+      free(w);
+      st->werr = rc;
+      return loom_fail(L, rc, NULL);
+    }
+    st->queued += at;
+  }
+  if (st->queued > WRITE_HIGH) return 0;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Waits until the queued bytes drop below WRITE_LOW (backpressure); then
+   true, or nil, msg, code. The caller's stack is kept. */
+int loom_stream_drain(lua_State *L, loom_task *t, lstream *st) {
+  loom_suspend(L, t);
+  t->waitobj = st;
+  loom_list_append(&st->writers, &t->wait);
+  if (st->timeout > 0) loom_timer_start(st->lp, &t->timer, uv_hrtime() + (uint64_t)(st->timeout * 1e9));
+  return loom_yield(L, t, write_k);
 }
 
 /* stream:write(s, ...) or stream:write({s, ...}): sends the strings with one
@@ -348,10 +420,8 @@ static int s_write(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lstream *st = checkstream(L);
   loom_task *t = loom_checkrunning(L, S, "write");
-  int list = lua_type(L, 2) == LUA_TTABLE, n, i, rc;
+  int list = lua_type(L, 2) == LUA_TTABLE, n, i, r;
   uv_buf_t stackbufs[16], *bufs = stackbufs;
-  size_t total = 0, sent, at;
-  wreq *w;
   n = list ? (int)lua_rawlen(L, 2) : lua_gettop(L) - 1;
   if (n > 16 && (bufs = malloc((size_t)n * sizeof *bufs)) == NULL) return luaL_error(L, "write: out of memory");
   for (i = 0; i < n; i++) {
@@ -369,62 +439,10 @@ static int s_write(lua_State *L) {
       s = luaL_checklstring(L, i + 2, &len);
     }
     bufs[i] = uv_buf_init((char *)s, (unsigned)len);
-    total += len;
   }
-  if (st->closed || st->s == NULL) {
-    if (bufs != stackbufs) free(bufs);
-    return loom_fail_closed(L);
-  }
-  if (st->werr) {
-    if (bufs != stackbufs) free(bufs);
-    return loom_fail(L, st->werr, NULL);
-  }
-  sent = 0;
-  if (st->queued == 0 && total > 0) {
-    rc = uv_try_write(st->s, bufs, (unsigned)n);
-    if (rc >= 0)
-      sent = (size_t)rc;
-    else if (rc != UV_EAGAIN) {
-      if (bufs != stackbufs) free(bufs);
-      st->werr = rc;
-      return loom_fail(L, rc, NULL);
-    }
-  }
-  if (sent < total) { /* queue the tail, copied: the request owns it */
-    uv_buf_t b;
-    if ((w = malloc(sizeof *w + (total - sent))) == NULL) {
-      if (bufs != stackbufs) free(bufs);
-      return luaL_error(L, "write: out of memory");
-    }
-    at = 0;
-    for (i = 0; i < n; i++) {
-      size_t len = bufs[i].len, skip = sent > len ? len : sent;
-      memcpy(w->data + at, bufs[i].base + skip, len - skip);
-      at += len - skip;
-      sent -= skip;
-    }
-    w->st = st;
-    w->len = at;
-    b = uv_buf_init(w->data, (unsigned)at);
-    rc = uv_write(&w->req, st->s, &b, 1, on_write);
-    if (rc < 0) {
-      free(w);
-      if (bufs != stackbufs) free(bufs);
-      st->werr = rc;
-      return loom_fail(L, rc, NULL);
-    }
-    st->queued += at;
-  }
+  r = loom_stream_send(L, st, bufs, n);
   if (bufs != stackbufs) free(bufs);
-  if (st->queued <= WRITE_HIGH) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  lua_settop(L, 1);
-  loom_suspend(L, t);
-  loom_list_append(&st->writers, &t->wait);
-  if (st->timeout > 0) loom_timer_start(S->loop, &t->timer, uv_hrtime() + (uint64_t)(st->timeout * 1e9));
-  return loom_yield(L, t, write_k);
+  return r ? r : loom_stream_drain(L, t, st);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {

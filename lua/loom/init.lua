@@ -236,6 +236,7 @@ local net = require "loom.net"
 loom.tcp, loom.unix, loom.dns, loom.udp = net.tcp, net.unix, net.dns, net.udp
 local proc = require "loom.process"
 loom.process, loom.signal = proc.process, proc.signal
+loom.http = require "loom.http"
 
 --- loom.thread.run(fn, ...): fn(...) on a worker thread with its own Lua
 -- state (see src/thread.c). May block.

@@ -1,0 +1,585 @@
+--- loom.http: an HTTP/1.1 server and client.
+-- Messages are parsed and formatted in C (src/http.c, on http_parser); this
+-- module runs the server's connections (keep-alive, pipelining, limits,
+-- handler errors, graceful close) and the client's pool of kept-alive
+-- connections per host (limit, reuse, retry on a stale connection,
+-- redirects, total timeout). Failures return `nil, msg, code`.
+-- @module loom.http
+local core = require "loom.core"
+local net = require "loom.net"
+
+local http = {}
+
+-- framing flags of conn:respond, as src/http.c defines them
+local R_CLOSE, R_KEEP, R_CHUNKED, R_NOBODY, R_RAW = 1, 2, 4, 8, 16
+
+local function argerror(n, fname, msg)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
+end
+
+local function check_type(v, t, n, fname, optional)
+  if (v ~= nil or not optional) and type(v) ~= t then
+    argerror(n, fname, ("%s expected, got %s"):format(t, v == nil and "nil" or type(v)))
+  end
+end
+
+-- Header tables hold lower-case names; any other spelling finds them too.
+local headers_mt = core._http_headers_mt
+headers_mt.__index = function(t, k)
+  if type(k) == "string" then
+    local l = k:lower()
+    if l ~= k then return rawget(t, l) end
+  end
+end
+
+local unescape = core._http_unescape
+
+--- Decodes an application/x-www-form-urlencoded string (a query string)
+-- into a table; a repeated name gets the last value.
+function http.decode_query(s)
+  check_type(s, "string", 1, "decode_query")
+  local q = {}
+  for pair in s:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    q[unescape(k, true)] = unescape(v, true)
+  end
+  return q
+end
+
+local function escape(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+--- Encodes a table as a query string (names sorted, so the result is stable).
+function http.encode_query(t)
+  check_type(t, "table", 1, "encode_query")
+  local keys, out = {}, {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    if v == nil then v = t[tonumber(k)] end
+    out[#out + 1] = escape(k) .. "=" .. escape(v)
+  end
+  return table.concat(out, "&")
+end
+
+------------------------------------------------------------------ server
+
+local Request = {}
+
+--- req:body(): the whole request body (a string, "" when there is none),
+-- read once and kept; or nil, msg, code, status (413 when it is over the
+-- server's max_body_size). May block.
+function Request:body()
+  if self._body then return self._body end
+  self:_continue()
+  local body, err, code, status = self._conn:read(true)
+  if not body then
+    self._broken = true
+    return nil, err, code, status
+  end
+  self._body = body
+  return body
+end
+
+--- req:read(): the next piece of the body as it arrives, nil at its end;
+-- or nil, msg, code, status. May block.
+function Request:read()
+  self:_continue()
+  local chunk, err, code, status = self._conn:read()
+  if not chunk and err then self._broken = true end
+  return chunk, err, code, status
+end
+
+-- Answers `Expect: 100-continue` the first time the body is asked for: a
+-- handler that refuses a request never makes the client send its body.
+function Request:_continue()
+  if self._expect and not self._continued then
+    self._continued = true
+    self._conn:stream():write("HTTP/1.1 100 Continue\r\n\r\n")
+  end
+end
+
+local request_methods = { body = Request.body, read = Request.read, _continue = Request._continue }
+
+--- req.query: the query string's parameters, decoded (made on first use).
+Request.__index = function(req, k)
+  if k == "query" then
+    local q = http.decode_query(req.query_string)
+    rawset(req, "query", q)
+    return q
+  end
+  return request_methods[k]
+end
+
+local Response = {}
+Response.__index = Response
+
+--- res:status(n): sets the status (default 200) before the head is sent.
+function Response:status(n)
+  if math.type(n) ~= "integer" or n < 100 or n > 999 then argerror(1, "status", "status code expected") end
+  if self._state then error("status: the response head was already sent", 2) end
+  self._code = n
+  return self
+end
+
+--- res:header(name, value): sets a response header (a list of values sends
+-- it several times) before the head is sent.
+function Response:header(k, v)
+  check_type(k, "string", 1, "header")
+  if self._state then error("header: the response head was already sent", 2) end
+  local h = self._headers
+  if not h then h = {}; self._headers = h end
+  h[k] = v
+  return self
+end
+
+function Response:_flags(streaming)
+  local req, flags = self._req, 0
+  local keep = req.keep_alive and not req.upgrade and not self._server._closing and not req._broken
+  if keep and req._expect and not req._continued and not self._conn:done() then keep = false end
+  if streaming and req.version == "1.0" and not self:_has_length() then keep = false end
+  self._keep = keep
+  if not keep then flags = R_CLOSE elseif req.version == "1.0" then flags = R_KEEP end
+  if req.method == "HEAD" or self._code == 204 or self._code == 304 then flags = flags | R_NOBODY end
+  return flags
+end
+
+function Response:_has_length()
+  local h = self._headers
+  return h ~= nil and (h["content-length"] or h["Content-Length"]) ~= nil
+end
+
+local function written(self, ok, err, code)
+  if not ok then self._failed = true end
+  return ok, err, code
+end
+
+--- res:write(chunk): sends part of the body; the head goes first, with
+-- Transfer-Encoding: chunked unless a Content-Length header was set. true,
+-- or nil, msg, code (the client went away). May block (backpressure).
+function Response:write(chunk)
+  check_type(chunk, "string", 1, "write")
+  if self._state == "done" then error("write: the response is finished", 2) end
+  if not self._state then
+    local flags = self:_flags(true)
+    if self:_has_length() or self._req.version == "1.0" then
+      self._framing = "raw"
+      flags = flags | R_RAW
+    else
+      self._framing = "chunked"
+      flags = flags | R_CHUNKED
+    end
+    self._nobody = flags & R_NOBODY ~= 0
+    self._state = "streaming"
+    local ok, err, code = written(self, self._conn:respond(self._code, self._headers, nil, flags))
+    if not ok then return nil, err, code end
+  end
+  if self._nobody or chunk == "" then return true end
+  if self._framing == "chunked" then return written(self, self._conn:chunk(chunk)) end
+  return written(self, self._conn:stream():write(chunk))
+end
+
+--- res:finish([body]): sends the rest of the response (the whole of it with
+-- a Content-Length when nothing was written yet) and ends it. true, or nil,
+-- msg, code. May block.
+function Response:finish(body)
+  check_type(body, "string", 1, "finish", true)
+  if self._state == "done" then return true end
+  if not self._state then
+    self._state = "done"
+    return written(self, self._conn:respond(self._code, self._headers, body or "", self:_flags(false)))
+  end
+  if body and body ~= "" then
+    local ok, err, code = self:write(body)
+    if not ok then self._state = "done"; return nil, err, code end
+  end
+  self._state = "done"
+  if self._framing == "chunked" and not self._nobody then return written(self, self._conn:chunk()) end
+  return true
+end
+
+local function merge(into, from)
+  if not into then return from end
+  if from then for k, v in pairs(from) do into[k] = v end end
+  return into
+end
+
+-- What a handler returned, when it did not finish the response itself:
+-- `status, headers, body`, or a body alone, or nothing (an empty 200).
+local function finish_from(res, a, b, c)
+  if res._state == "streaming" then return res:finish() end
+  local ta = math.type(a)
+  if ta == "integer" then
+    res._code = a
+    if b ~= nil and type(b) ~= "table" then
+      error(("handler returned a %s as headers (table expected)"):format(type(b)), 0)
+    end
+    res._headers = merge(res._headers, b)
+    if c ~= nil and type(c) ~= "string" then error(("handler returned a %s as body"):format(type(c)), 0) end
+    return res:finish(c)
+  elseif type(a) == "string" then
+    return res:finish(a)
+  elseif a ~= nil then
+    error(("handler returned a %s (expected status, headers, body)"):format(type(a)), 0)
+  end
+  return res:finish()
+end
+
+local error_text = {
+  [400] = "bad request\n", [408] = "request timeout\n", [413] = "request body too large\n",
+  [431] = "request header fields too large\n", [500] = "internal server error\n",
+}
+
+local plain = { ["content-type"] = "text/plain; charset=utf-8" }
+
+-- One connection: requests in order, each handler run in this task (so
+-- pipelined responses go out in request order), until the client closes,
+-- asks to, idles past keepalive_timeout, or sends something wrong.
+local function serve_connection(server, st, entry)
+  local o = server._opts
+  local conn = core._http_conn(st, "request", headers_mt, Request, o.max_header_size, o.max_body_size,
+    o.keepalive_timeout, o.header_timeout, o.body_timeout)
+  entry.conn = conn
+  local handler = server._handler
+  while true do
+    local req, _, _, status = conn:next()
+    if not req then
+      if status then conn:respond(status, plain, error_text[status] or "error\n", R_CLOSE) end
+      break
+    end
+    entry.busy = true
+    local expect = req.headers.expect
+    if expect then
+      if expect:lower() ~= "100-continue" then
+        conn:respond(417, plain, "expectation failed\n", R_CLOSE)
+        break
+      end
+      req._expect = true
+    end
+    local res = setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
+    local ok, a, b, c = xpcall(handler, debug.traceback, req, res)
+    if ok then
+      ok, a = pcall(finish_from, res, a, b, c)
+      if not ok then a = debug.traceback(a, 1) end
+    end
+    if not ok then
+      if core.is_cancelled(a) then error(a, 0) end
+      io.stderr:write(("loom: http handler failed (%s %s): %s\n"):format(req.method, req.target, tostring(a)))
+      if res._state then break end -- the head is out: the client can only learn by the close
+      res._code, res._headers, res._state = 500, plain, nil
+      res:finish(error_text[500])
+    end
+    entry.busy = false
+    if res._failed or not res._keep then break end
+    if server._closing then break end
+  end
+  st:close()
+end
+
+local Server = {}
+Server.__index = Server
+
+--- server:address(): host, port the server listens on.
+function Server:address()
+  return self._listener:address()
+end
+
+--- server:close([timeout]): stops accepting, closes idle keep-alive
+-- connections and, called from a task, waits until the requests in flight
+-- are answered (their responses say `Connection: close`); after timeout
+-- seconds the handlers still running are cancelled. May block.
+function Server:close(timeout)
+  check_type(timeout, "number", 1, "close", true)
+  if self._closing then return end
+  self._closing = true
+  self._listener:close()
+  for entry in pairs(self._conns) do
+    if not entry.busy and (not entry.conn or entry.conn:idle()) then entry.stream:close() end
+  end
+  if not next(self._conns) or not core.current() then return end
+  if not self._drained:wait(timeout) then
+    for entry in pairs(self._conns) do entry.task:cancel("server closed") end
+    self._drained:wait()
+  end
+end
+
+local function setdefault(opts, k, v)
+  if opts[k] == nil then opts[k] = v end
+end
+
+--- Serves HTTP/1.1 on host:port: handler(req, res) runs for each request
+-- (see API.md, "HTTP"). opts: max_header_size (16 KiB: 431), max_body_size
+-- (1 MiB: 413), header_timeout (10 s to send a request head: 408),
+-- keepalive_timeout (5 s idle between requests), body_timeout (30 s per read
+-- of a body), backlog, reuseport. Returns the server, or nil, msg, code.
+-- May block (to resolve host).
+function http.serve(host, port, handler, opts)
+  check_type(host, "string", 1, "serve")
+  if math.type(port) ~= "integer" then argerror(2, "serve", ("number expected, got %s"):format(port == nil and "nil" or type(port))) end
+  check_type(handler, "function", 3, "serve")
+  check_type(opts, "table", 4, "serve", true)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  setdefault(o, "max_header_size", 16 * 1024)
+  setdefault(o, "max_body_size", 1024 * 1024)
+  setdefault(o, "header_timeout", 10)
+  setdefault(o, "keepalive_timeout", 5)
+  setdefault(o, "body_timeout", 30)
+  local listener, err, code = net.tcp.listen(host, port, { backlog = o.backlog, reuseport = o.reuseport })
+  if not listener then return nil, err, code end
+  local server = setmetatable({ _listener = listener, _handler = handler, _opts = o, _conns = {},
+                                _drained = core.event() }, Server)
+  local acceptor = core.spawn(function()
+    while true do
+      local st, aerr, acode = listener:accept()
+      if st then
+        local entry = { stream = st }
+        server._conns[entry] = true
+        entry.task = core.spawn(function()
+          local ok, e = xpcall(serve_connection, debug.traceback, server, st, entry)
+          st:close()
+          server._conns[entry] = nil
+          if server._closing and not next(server._conns) then server._drained:set() end
+          if not ok and not core.is_cancelled(e) then
+            io.stderr:write(("loom: http connection failed: %s\n"):format(tostring(e)))
+          end
+        end)
+      elseif aerr == "closed" then
+        return
+      else
+        if acode ~= "EMFILE" and acode ~= "ENFILE" then
+          io.stderr:write(("loom: http accept failed: %s\n"):format(tostring(aerr)))
+        end
+        core.sleep(0.05)
+      end
+    end
+  end)
+  acceptor.name = "http server"
+  return server
+end
+
+------------------------------------------------------------------ client
+
+local ClientResponse = {}
+
+--- response:read(): the next piece of a streamed body (opts.stream), nil at
+-- its end (the connection then returns to the pool); or nil, msg, code.
+-- May block.
+function ClientResponse:read()
+  local lease = self._lease
+  if not lease then return nil end
+  local chunk, err, code = lease.conn:read()
+  if chunk then return chunk end
+  self._lease = nil
+  lease.reusable = err == nil and self.keep_alive
+  lease:release()
+  return nil, err, code
+end
+
+--- response:close(): gives up the rest of a streamed body (its connection
+-- is closed rather than reused). Also `<close>`.
+function ClientResponse:close()
+  local lease = self._lease
+  if lease then
+    self._lease = nil
+    lease.reusable = false
+    lease:release()
+  end
+end
+
+local client_methods = { read = ClientResponse.read, close = ClientResponse.close }
+ClientResponse.__index = client_methods
+ClientResponse.__close = ClientResponse.close
+
+local pools = {}
+local default_limit = 64
+
+local Lease = {}
+Lease.__index = Lease
+
+function Lease:release()
+  if self.released then return end
+  self.released = true
+  local pool = self.pool
+  if self.reusable and self.conn:alive() then
+    pool.idle[#pool.idle + 1] = self.conn
+  elseif self.conn then
+    self.conn:stream():close()
+  end
+  pool.sem:release()
+end
+
+Lease.__close = function(self) if not self.moved then self:release() end end
+
+local function get_pool(key, limit)
+  local pool = pools[key]
+  if not pool then
+    pool = { idle = {}, sem = core.semaphore(limit), limit = limit }
+    pools[key] = pool
+  end
+  return pool
+end
+
+-- A connection to host:port from the pool (reused when one is idle and
+-- still open), within the per-host limit. May block.
+local function lease_conn(pool, host, port, opts)
+  pool.sem:acquire()
+  local lease = setmetatable({ pool = pool }, Lease)
+  local idle = pool.idle
+  while #idle > 0 do
+    local conn = table.remove(idle)
+    if conn:alive() then
+      lease.conn, lease.reused = conn, true
+      return lease
+    end
+    conn:stream():close()
+  end
+  local ok, st, err, code = pcall(net.tcp.connect, host, port)
+  if not ok or not st then
+    lease.released = true
+    pool.sem:release()
+    if not ok then error(st, 0) end
+    return nil, err, code
+  end
+  lease.conn = core._http_conn(st, "response", headers_mt, ClientResponse, nil, opts.max_body_size)
+  return lease
+end
+
+local idempotent = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true, TRACE = true }
+local stale = { EOF = true, ECONNRESET = true, EPIPE = true, ECLOSED = true }
+
+-- One exchange on one connection: response, or nil, msg, code, retryable.
+local function exchange(pool, u, method, opts)
+  local lease <close>, err, code = lease_conn(pool, u.host, u.port, opts)
+  if not lease then return nil, err, code end
+  local conn = lease.conn
+  local ok
+  local body = opts.body
+  if body == false then body = nil end
+  ok, err, code = conn:request(method, u.target, u.hostport, opts.headers, body)
+  if ok then
+    conn:expect_head(method == "HEAD")
+    local res
+    res, err, code = conn:next()
+    if res then
+      if opts.stream then
+        lease.moved = true
+        res._lease = lease
+        lease.reusable = res.keep_alive
+        if conn:done() then res:read() end
+        return res
+      end
+      local body
+      body, err, code = conn:read(true)
+      if body then
+        res.body = body
+        lease.reusable = res.keep_alive
+        return res
+      end
+    end
+  end
+  return nil, err, code, lease.reused and stale[code] and idempotent[method]
+end
+
+local function parse_url(url)
+  local scheme, host, port, target, userinfo = core._http_parse_url(url)
+  if not scheme then return nil, host, port end
+  scheme = scheme:lower()
+  if scheme == "https" then return nil, "https is not supported yet", "ENOTSUP" end
+  if scheme ~= "http" then return nil, ("unsupported URL scheme '%s'"):format(scheme), "EINVAL" end
+  local u = { host = host, port = port or 80, target = target, userinfo = userinfo }
+  local h = host:find(":", 1, true) and "[" .. host .. "]" or host
+  u.hostport = port and port ~= 80 and h .. ":" .. port or h
+  u.key = host .. ":" .. u.port
+  return u
+end
+
+local function resolve(base, location)
+  if location:match("^%a[%w+.-]*://") then return location end
+  if location:sub(1, 2) == "//" then return "http:" .. location end
+  local origin = "http://" .. base.hostport
+  if location:sub(1, 1) == "/" then return origin .. location end
+  local dir = base.target:match("^([^?]*/)") or "/"
+  return origin .. dir .. location
+end
+
+local function perform(opts)
+  local method = (opts.method or "GET"):upper()
+  local url = opts.url
+  local redirects = opts.redirects == nil and 5 or opts.redirects
+  for _ = 0, redirects do
+    local u, err, code = parse_url(url)
+    if not u then return nil, err, code end
+    if opts.query then
+      u.target = u.target .. (u.target:find("?", 1, true) and "&" or "?") .. http.encode_query(opts.query)
+    end
+    local pool = get_pool(u.key, opts.max_per_host or default_limit)
+    local res, retry
+    res, err, code, retry = exchange(pool, u, method, opts)
+    if not res and retry then res, err, code = exchange(pool, u, method, opts) end
+    if not res then return nil, err, code end
+    local location = res.headers.location
+    local s = res.status
+    if not (location and (s == 301 or s == 302 or s == 303 or s == 307 or s == 308)) or redirects == 0 then
+      res.url = url
+      return res
+    end
+    if opts.stream then res:close() end
+    url = resolve(u, location)
+    if s == 303 or ((s == 301 or s == 302) and method ~= "GET" and method ~= "HEAD") then
+      method = method == "HEAD" and "HEAD" or "GET"
+      opts = setmetatable({ body = false }, { __index = opts })
+    end
+  end
+  return nil, ("too many redirects (more than %d)"):format(redirects), "EREDIRECT"
+end
+
+--- http.request{method = "GET", url =, headers =, body =, query =, timeout
+-- = 30, redirects = 5, stream = false, max_per_host = 64, max_body_size}:
+-- a response (`status`, `headers` with case-insensitive lookup, `body`,
+-- `version`, `url`; with stream, `read()` and `close()` instead of
+-- `body`), or nil, msg, code ("ETIMEDOUT", "ECONNREFUSED", "EPROTO",
+-- "ENOTSUP" for https ...). Connections are kept alive and pooled per host;
+-- timeout covers the whole exchange (with stream, until the head). May
+-- block.
+function http.request(opts)
+  check_type(opts, "table", 1, "request")
+  check_type(opts.url, "string", 1, "request")
+  if opts.method ~= nil and (type(opts.method) ~= "string" or not opts.method:match("^%a+$")) then
+    argerror(1, "request", "method must be a word such as \"GET\"")
+  end
+  check_type(opts.headers, "table", 1, "request", true)
+  if opts.body ~= nil and type(opts.body) ~= "string" then
+    argerror(1, "request", ("body: string expected, got %s"):format(type(opts.body)))
+  end
+  check_type(opts.query, "table", 1, "request", true)
+  check_type(opts.timeout, "number", 1, "request", true)
+  local timeout = opts.timeout or 30
+  if timeout <= 0 then return nil, "timeout", "ETIMEDOUT" end
+  local ok, res, err, code = core.timeout(timeout, perform, opts)
+  if not ok then return nil, "timeout", "ETIMEDOUT" end
+  return res, err, code
+end
+
+--- http.get(url [, opts]): http.request with method GET (see there).
+function http.get(url, opts)
+  check_type(url, "string", 1, "get")
+  check_type(opts, "table", 2, "get", true)
+  local o = { url = url, method = "GET" }
+  for k, v in pairs(opts or {}) do if k ~= "url" then o[k] = v end end
+  return http.request(o)
+end
+
+--- http.close_idle(): closes the pooled idle client connections (for
+-- instance before loom.run ends, so that none is left open).
+function http.close_idle()
+  for key, pool in pairs(pools) do
+    for _, conn in ipairs(pool.idle) do conn:stream():close() end
+    pool.idle = {}
+    pools[key] = nil
+  end
+end
+
+return http

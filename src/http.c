@@ -1,0 +1,889 @@
+/*
+ * http.c: loom.HttpConn, HTTP/1.1 framing over a loom.Stream with
+ * http_parser. Parses requests (a server's connection) or responses (a
+ * client's) in place from the stream's read buffer into Lua tables, reads
+ * bodies (Content-Length, chunked, or until the end for responses), and
+ * writes heads and bodies with one vectored write each. Owns the parser
+ * state, the head and body buffers of the message being read and the
+ * buffer responses are formatted in. Keep-alive decisions, handlers and
+ * pooling are lua/loom/http.lua's.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <http_parser.h>
+#include "loom.h"
+#include "stream.h"
+
+#define MAX_HEADERS 100
+
+enum { HC_STREAM = 1, HC_HEADERS_MT, HC_MESSAGE_MT, HC_NUV = HC_MESSAGE_MT };
+
+enum { T_URL, T_FIELD, T_VALUE };
+
+typedef struct token {
+  size_t off, len;
+} token;
+
+typedef struct hconn {
+  http_parser p;
+  lstream *st;
+  int kind;          /* HTTP_REQUEST (a server's) or HTTP_RESPONSE (a client's) */
+  int begun;         /* the current message's first byte has been parsed */
+  int head_done, msg_done, skip_body, discard;
+  int err_status;    /* the status a failure maps to: 400, 408, 413, 431 */
+  int last;          /* kind of the last token appended */
+  int ntok;
+  token tok[2 * MAX_HEADERS + 1]; /* the URL, then field, value pairs */
+  char *hbuf;        /* the head's tokens, copied: they may span reads */
+  size_t hlen, hcap, max_head;
+  char *bbuf;        /* body bytes parsed and not yet handed out */
+  size_t blen, bcap, btotal, max_body;
+  char *wbuf;        /* where heads are formatted, reused */
+  size_t wcap;
+  double idle_timeout, head_timeout, body_timeout;
+  uint64_t head_deadline;
+} hconn;
+
+/* ---------------------------------------------------------------- buffers */
+
+static int grow(char **buf, size_t *cap, size_t need) {
+  size_t n = *cap ? *cap : 1024;
+  char *nb;
+  if (need <= *cap) return 0;
+  while (n < need) n *= 2;
+  if ((nb = realloc(*buf, n)) == NULL) return -1;
+  *buf = nb;
+  *cap = n;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- parsing */
+
+static int on_begin(http_parser *p) {
+  hconn *hc = p->data;
+  hc->begun = 1;
+  hc->head_done = hc->msg_done = 0;
+  hc->ntok = 0;
+  hc->hlen = 0;
+  hc->btotal = 0;
+  hc->last = -1;
+  if (hc->head_timeout > 0) hc->head_deadline = uv_hrtime() + (uint64_t)(hc->head_timeout * 1e9);
+  return 0;
+}
+
+static int add_token(hconn *hc, int kind, const char *at, size_t n) {
+  if (hc->hlen + n > hc->max_head) {
+    hc->err_status = 431;
+    return -1;
+  }
+  if (kind != hc->last) { /* a new token; otherwise the rest of a split one */
+    if (hc->ntok == 2 * MAX_HEADERS + 1 || (kind == T_VALUE && hc->last != T_FIELD)) {
+      hc->err_status = kind == T_VALUE ? 400 : 431;
+      return -1;
+    }
+    hc->tok[hc->ntok].off = hc->hlen;
+    hc->tok[hc->ntok].len = 0;
+    hc->ntok++;
+    hc->last = kind;
+  }
+  if (grow(&hc->hbuf, &hc->hcap, hc->hlen + n) < 0) return -1;
+  memcpy(hc->hbuf + hc->hlen, at, n);
+  hc->hlen += n;
+  hc->tok[hc->ntok - 1].len += n;
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  return add_token(p->data, T_URL, at, n);
+}
+
+static int on_field(http_parser *p, const char *at, size_t n) {
+  hconn *hc = p->data;
+  if (hc->ntok == 0) add_token(hc, T_URL, "", 0); /* responses have no URL */
+  return add_token(hc, T_FIELD, at, n);
+}
+
+static int on_value(http_parser *p, const char *at, size_t n) {
+  return add_token(p->data, T_VALUE, at, n);
+}
+
+static int on_headers(http_parser *p) {
+  hconn *hc = p->data;
+  hc->head_done = 1;
+  if (hc->ntok == 0) add_token(hc, T_URL, "", 0);
+  if ((hc->ntok - 1) % 2) add_token(hc, T_VALUE, "", 0); /* a field without a value */
+  if (hc->kind == HTTP_REQUEST && (p->flags & F_CONTENTLENGTH) && p->content_length > hc->max_body) {
+    hc->err_status = 413;
+    return -1;
+  }
+  return hc->skip_body ? 1 : 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  hconn *hc = p->data;
+  hc->btotal += n;
+  if (hc->btotal > hc->max_body) {
+    hc->err_status = 413;
+    return -1;
+  }
+  if (hc->discard) return 0;
+  if (grow(&hc->bbuf, &hc->bcap, hc->blen + n) < 0) return -1;
+  memcpy(hc->bbuf + hc->blen, at, n);
+  hc->blen += n;
+  return 0;
+}
+
+/* Pausing at the end of each message leaves a pipelined next one in the
+   stream's buffer until it is asked for. */
+static int on_complete(http_parser *p) {
+  hconn *hc = p->data;
+  hc->msg_done = 1;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_begin,
+    .on_url = on_url,
+    .on_header_field = on_field,
+    .on_header_value = on_value,
+    .on_headers_complete = on_headers,
+    .on_body = on_body,
+    .on_message_complete = on_complete,
+};
+
+/* Parses what the stream has buffered (or, at its end, tells the parser so).
+   0, or -1 on a protocol error. */
+static int feed(hconn *hc) {
+  lstream *st = hc->st;
+  size_t have = st->rlen - st->rpos, n;
+  enum http_errno e;
+  if (hc->msg_done) return 0;
+  if (have == 0) {
+    if (!st->eof || !hc->begun) return 0;
+    http_parser_execute(&hc->p, &settings, NULL, 0);
+  } else {
+    n = http_parser_execute(&hc->p, &settings, st->rbuf + st->rpos, have);
+    st->rpos += n;
+  }
+  e = HTTP_PARSER_ERRNO(&hc->p);
+  if (e == HPE_PAUSED) {
+    http_parser_pause(&hc->p, 0);
+    return 0;
+  }
+  if (e != HPE_OK || (hc->p.upgrade && !hc->msg_done)) {
+    if (hc->err_status == 0) hc->err_status = 400;
+    return -1;
+  }
+  return 0;
+}
+
+static int parse_fail(lua_State *L, hconn *hc) {
+  enum http_errno e = HTTP_PARSER_ERRNO(&hc->p);
+  lua_pushnil(L);
+  switch (hc->err_status) {
+    case 431: lua_pushliteral(L, "header too large"); lua_pushliteral(L, "EHEADER"); break;
+    case 413: lua_pushliteral(L, "body too large"); lua_pushliteral(L, "EBODY"); break;
+    default:
+      if (e == HPE_INVALID_EOF_STATE) {
+        lua_pushliteral(L, "connection closed mid-message");
+        lua_pushliteral(L, "EOF");
+      } else {
+        lua_pushfstring(L, "malformed HTTP: %s", http_errno_description(e));
+        lua_pushliteral(L, "EPROTO");
+      }
+  }
+  lua_pushinteger(L, hc->err_status ? hc->err_status : 400);
+  return 4;
+}
+
+static uint64_t deadline_in(double s) {
+  return s > 0 ? uv_hrtime() + (uint64_t)(s * 1e9) : 0;
+}
+
+/* Pushes s[0, n) with %XX decoded (and '+' as a space when plus). */
+static void push_unescaped(lua_State *L, const char *s, size_t n, int plus) {
+  luaL_Buffer b;
+  size_t i;
+  if (memchr(s, '%', n) == NULL && (!plus || memchr(s, '+', n) == NULL)) {
+    lua_pushlstring(L, s, n);
+    return;
+  }
+  luaL_buffinit(L, &b);
+  for (i = 0; i < n; i++) {
+    int c = (unsigned char)s[i];
+    if (c == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+        isxdigit((unsigned char)s[i + 2])) {
+      char hex[3] = {s[i + 1], s[i + 2], 0};
+      c = (int)strtol(hex, NULL, 16);
+      i += 2;
+    } else if (c == '+' && plus) {
+      c = ' ';
+    }
+    luaL_addchar(&b, (char)c);
+  }
+  luaL_pushresult(&b);
+}
+
+/* Sets field k of the table on top to the head's token i. */
+static void set_token(lua_State *L, hconn *hc, int i, const char *k) {
+  lua_pushlstring(L, hc->hbuf + hc->tok[i].off, hc->tok[i].len);
+  lua_setfield(L, -2, k);
+}
+
+/* Pushes the headers as a table of lower-case names; repeated ones are
+   joined with ", ", except set-cookie, whose values stay a list. */
+static void push_headers(lua_State *L, hconn *hc, int hmt) {
+  int i;
+  char small[64];
+  lua_createtable(L, 0, (hc->ntok - 1) / 2);
+  for (i = 1; i + 1 < hc->ntok; i += 2) {
+    const char *f = hc->hbuf + hc->tok[i].off, *v = hc->hbuf + hc->tok[i + 1].off;
+    size_t fl = hc->tok[i].len, vl = hc->tok[i + 1].len, j;
+    char *lower = fl <= sizeof small ? small : lua_newuserdatauv(L, fl, 0);
+    for (j = 0; j < fl; j++) lower[j] = (char)((f[j] >= 'A' && f[j] <= 'Z') ? f[j] + 32 : f[j]);
+    while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+    lua_pushlstring(L, lower, fl);
+    if (lower != small) lua_remove(L, -2);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TNIL) {
+      lua_pop(L, 1);
+      if (fl == 10 && memcmp(lower, "set-cookie", 10) == 0) {
+        lua_createtable(L, 1, 0);
+        lua_pushlstring(L, v, vl);
+        lua_rawseti(L, -2, 1);
+      } else {
+        lua_pushlstring(L, v, vl);
+      }
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushlstring(L, v, vl);
+      lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    } else {
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, v, vl);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
+  lua_pushvalue(L, hmt);
+  lua_setmetatable(L, -2);
+}
+
+/* Pushes the message just parsed as a table (see c_next). */
+static int push_message(lua_State *L, hconn *hc) {
+  http_parser *p = &hc->p;
+  lua_createtable(L, 0, 10);
+  if (hc->kind == HTTP_REQUEST) {
+    const char *u = hc->hbuf + hc->tok[0].off;
+    size_t ul = hc->tok[0].len, pl;
+    const char *q;
+    lua_pushstring(L, http_method_str((enum http_method)p->method));
+    lua_setfield(L, -2, "method");
+    set_token(L, hc, 0, "target");
+    if (ul > 0 && u[0] != '/' && u[0] != '*') { /* absolute form: keep its path and query */
+      struct http_parser_url pu;
+      http_parser_url_init(&pu);
+      if (http_parser_parse_url(u, ul, p->method == HTTP_CONNECT, &pu) == 0) {
+        if (pu.field_set & (1 << UF_PATH)) {
+          u += pu.field_data[UF_PATH].off;
+          ul -= pu.field_data[UF_PATH].off;
+        } else {
+          u = "/";
+          ul = 1;
+        }
+      }
+    }
+    q = memchr(u, '?', ul);
+    pl = q ? (size_t)(q - u) : ul;
+    {
+      const char *hash = memchr(u, '#', pl);
+      if (hash) pl = (size_t)(hash - u);
+    }
+    push_unescaped(L, u, pl, 0);
+    lua_setfield(L, -2, "path");
+    if (q) {
+      size_t ql = ul - (size_t)(q - u) - 1;
+      const char *hash = memchr(q + 1, '#', ql);
+      if (hash) ql = (size_t)(hash - q - 1);
+      lua_pushlstring(L, q + 1, ql);
+    } else {
+      lua_pushliteral(L, "");
+    }
+    lua_setfield(L, -2, "query_string");
+    lua_pushboolean(L, p->upgrade);
+    lua_setfield(L, -2, "upgrade");
+  } else {
+    lua_pushinteger(L, p->status_code);
+    lua_setfield(L, -2, "status");
+  }
+  lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
+  lua_setfield(L, -2, "version");
+  push_headers(L, hc, lua_upvalueindex(3));
+  lua_setfield(L, -2, "headers");
+  lua_pushboolean(L, http_should_keep_alive(p));
+  lua_setfield(L, -2, "keep_alive");
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "_conn");
+  lua_getiuservalue(L, 1, HC_MESSAGE_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* Upvalues of the methods: 1 = module state, 2 = the HttpConn metatable,
+   3 = the headers metatable (set at _http_conn). */
+#define MT lua_upvalueindex(2)
+
+static hconn *checkconn(lua_State *L) {
+  return loom_checkudata(L, 1, MT);
+}
+
+static int next_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Parses until the next message's head is complete (first skipping the
+   body the previous message left unread), waiting for bytes as needed. */
+static int next_step(lua_State *L, hconn *hc, loom_task *t) {
+  lstream *st = hc->st;
+  for (;;) {
+    if (hc->discard && hc->msg_done) { /* the leftover body is gone: on to the next message */
+      hc->discard = 0;
+      hc->begun = hc->msg_done = hc->head_done = 0;
+      hc->blen = 0;
+      continue;
+    }
+    if (hc->head_done && !hc->discard) return push_message(L, hc);
+    if (st->closed) return loom_fail_closed(L);
+    if (st->rlen > st->rpos) { /* bytes first: a request that came before a reset is served */
+      if (feed(hc) < 0) return parse_fail(L, hc);
+      continue;
+    }
+    if (st->rerr) return loom_fail(L, st->rerr, NULL);
+    if (!st->eof) {
+      uint64_t deadline = !hc->begun ? deadline_in(hc->idle_timeout)
+                          : hc->discard ? deadline_in(hc->body_timeout) : hc->head_deadline;
+      return loom_stream_wait(L, t, st, deadline, next_k);
+    }
+    if (!hc->begun) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "eof");
+      lua_pushliteral(L, "EOF");
+      return 3;
+    }
+    if (feed(hc) < 0 || !hc->msg_done) {
+      if (hc->err_status == 0) hc->err_status = 400;
+      return parse_fail(L, hc);
+    }
+  }
+}
+
+static int next_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, next_k);
+  hconn *hc = lua_touserdata(L, 1);
+  (void)status;
+  if (t->timed_out) {
+    loom_fail_timeout(L);
+    if (hc->begun && !hc->discard) {
+      lua_pushinteger(L, 408);
+      return 4;
+    }
+    return 3;
+  }
+  return next_step(L, hc, t);
+}
+
+/* conn:next(): the next message's head as a table (requests: method,
+   target, path, query_string, upgrade; responses: status; both: version,
+   headers, keep_alive, _conn), with any body left unread by the previous
+   message skipped first. nil, msg, code [, status] on failure: status is
+   the response a server owes (400, 408, 413, 431), absent when the
+   connection just ended (eof, idle timeout). May block. */
+static int c_next(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  hconn *hc = checkconn(L);
+  loom_task *t = loom_checkrunning(L, S, "next");
+  lua_settop(L, 1);
+  if (hc->msg_done) hc->begun = hc->msg_done = hc->head_done = 0;
+  else if (hc->begun) hc->discard = 1;
+  hc->blen = 0;
+  hc->err_status = 0;
+  return next_step(L, hc, t);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Parses body bytes until some are buffered (all: until the message ends). */
+static int read_step(lua_State *L, hconn *hc, loom_task *t, int all) {
+  lstream *st = hc->st;
+  for (;;) {
+    if (hc->blen > 0 && (!all || hc->msg_done)) {
+      lua_pushlstring(L, hc->bbuf, hc->blen);
+      hc->blen = 0;
+      return 1;
+    }
+    if (hc->msg_done || !hc->begun) {
+      if (all) lua_pushliteral(L, "");
+      else lua_pushnil(L);
+      return 1;
+    }
+    if (st->closed) return loom_fail_closed(L);
+    if (st->rlen > st->rpos) {
+      if (feed(hc) < 0) return parse_fail(L, hc);
+      continue;
+    }
+    if (st->rerr) return loom_fail(L, st->rerr, NULL);
+    if (!st->eof) return loom_stream_wait(L, t, st, deadline_in(hc->body_timeout), read_k);
+    if (feed(hc) < 0 || !hc->msg_done) { /* the end before the body's: truncated */
+      if (hc->err_status == 0) hc->err_status = 400;
+      return parse_fail(L, hc);
+    }
+  }
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, read_k);
+  hconn *hc = lua_touserdata(L, 1);
+  (void)status;
+  if (t->timed_out) return loom_fail_timeout(L);
+  return read_step(L, hc, t, lua_toboolean(L, 2));
+}
+
+/* conn:read([all]): the next piece of the current message's body, nil at
+   its end; with all, the whole rest of it ("" when there is none). nil,
+   msg, code [, status] on failure. May block. */
+static int c_read(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  hconn *hc = checkconn(L);
+  loom_task *t = loom_checkrunning(L, S, "read");
+  lua_settop(L, 2);
+  return read_step(L, hc, t, lua_toboolean(L, 2));
+}
+
+/* conn:done(): whether the current message has been read to its end. */
+static int c_done(lua_State *L) {
+  hconn *hc = checkconn(L);
+  lua_pushboolean(L, !hc->begun || hc->msg_done);
+  return 1;
+}
+
+/* conn:expect_head(flag): the next response answers a HEAD request (it has
+   no body whatever its headers say). */
+static int c_expect_head(lua_State *L) {
+  hconn *hc = checkconn(L);
+  hc->skip_body = lua_toboolean(L, 2);
+  return 0;
+}
+
+/* conn:idle(): between messages with nothing of a next one received.
+   conn:alive(): idle, and the stream still open with no end or error seen
+   (a pooled connection that may be reused). */
+static int c_idle(lua_State *L) {
+  hconn *hc = checkconn(L);
+  lua_pushboolean(L, (!hc->begun || hc->msg_done) && hc->st->rlen == hc->st->rpos);
+  return 1;
+}
+
+static int c_alive(lua_State *L) {
+  hconn *hc = checkconn(L);
+  lstream *st = hc->st;
+  lua_pushboolean(L, (!hc->begun || hc->msg_done) && st->rlen == st->rpos && !st->closed && !st->eof &&
+                         !st->rerr && !st->werr);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+typedef struct wbuf {
+  hconn *hc;
+  size_t len;
+  int bad;
+} wbuf;
+
+static void put(wbuf *w, const char *s, size_t n) {
+  if (w->bad || grow(&w->hc->wbuf, &w->hc->wcap, w->len + n) < 0) {
+    w->bad = 1;
+    return;
+  }
+  memcpy(w->hc->wbuf + w->len, s, n);
+  w->len += n;
+}
+
+#define PUTLIT(w, s) put((w), "" s, sizeof(s) - 1)
+
+static void put_int(wbuf *w, size_t v, int hex) {
+  char tmp[32];
+  int n = snprintf(tmp, sizeof tmp, hex ? "%zx" : "%zu", v);
+  put(w, tmp, (size_t)n);
+}
+
+static const char *reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 300 ? "OK" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+/* The Date header's value, formatted once a second. */
+static const char *http_date(void) {
+  static char buf[40];
+  static time_t last;
+  time_t now = time(NULL);
+  if (now != last) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    last = now;
+  }
+  return buf;
+}
+
+static int is_token_char(int c) {
+  return c > 32 && c < 127 && strchr("()<>@,;:\\\"/[]?={}", c) == NULL;
+}
+
+static int same(const char *a, size_t al, const char *b) {
+  size_t i;
+  if (al != strlen(b)) return 0;
+  for (i = 0; i < al; i++)
+    if ((a[i] | 0x20) != b[i] && !(a[i] == '-' && b[i] == '-')) return 0;
+  return 1;
+}
+
+enum {
+  R_CLOSE = 1,      /* Connection: close */
+  R_KEEP = 2,       /* Connection: keep-alive (an HTTP/1.0 peer) */
+  R_CHUNKED = 4,    /* Transfer-Encoding: chunked, body follows in chunks */
+  R_NOBODY = 8,     /* HEAD, 204, 304: the head describes a body not sent */
+  R_RAW = 16,       /* streamed body framed by the user's headers or the close */
+  R_REQUEST = 32    /* a request: Host, no Date */
+};
+
+/* Writes the headers of the table at idx, skipping those the framing sets;
+   raises on a name or value that would break the message. Returns which of
+   host/date the user gave (bits 1, 2). */
+static int put_headers(lua_State *L, wbuf *w, int idx, int flags) {
+  int given = 0;
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t kl, vl, i;
+    const char *k, *v;
+    int n = 1, j;
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+    k = lua_tolstring(L, -2, &kl);
+    for (i = 0; i < kl; i++)
+      if (!is_token_char((unsigned char)k[i])) luaL_error(L, "invalid header name '%s'", k);
+    if (kl == 0) luaL_error(L, "empty header name");
+    if (same(k, kl, "host")) given |= 1;
+    if (same(k, kl, "date")) given |= 2;
+    if (same(k, kl, "connection") || same(k, kl, "transfer-encoding") ||
+        (same(k, kl, "content-length") && !(flags & R_RAW))) {
+      lua_pop(L, 1);
+      continue;
+    }
+    if (lua_type(L, -1) == LUA_TTABLE) n = (int)lua_rawlen(L, -1);
+    for (j = 1; j <= n; j++) {
+      if (lua_type(L, -1) == LUA_TTABLE) lua_rawgeti(L, -1, j);
+      else lua_pushvalue(L, -1);
+      if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "header '%s': string or number expected, got %s", k, luaL_typename(L, -1));
+      v = lua_tolstring(L, -1, &vl);
+      for (i = 0; i < vl; i++)
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') luaL_error(L, "header '%s': invalid character in value", k);
+      put(w, k, kl);
+      PUTLIT(w, ": ");
+      put(w, v, vl);
+      PUTLIT(w, "\r\n");
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  return given;
+}
+
+/* Sends the formatted head and the body string at bidx (0: none). */
+static int send_head(lua_State *L, loom_task *t, hconn *hc, wbuf *w, int bidx) {
+  uv_buf_t b[2];
+  int n = 1, r;
+  size_t bl = 0;
+  const char *body = bidx ? lua_tolstring(L, bidx, &bl) : NULL;
+  if (w->bad) return luaL_error(L, "out of memory");
+  b[0] = uv_buf_init(hc->wbuf, (unsigned)w->len);
+  if (body && bl > 0) b[n++] = uv_buf_init((char *)body, (unsigned)bl);
+  r = loom_stream_send(L, hc->st, b, n);
+  return r ? r : loom_stream_drain(L, t, hc->st);
+}
+
+/* conn:respond(status, headers, body, flags): writes a response head (with
+   Date, Content-Length for a string body, or Transfer-Encoding: chunked)
+   and the body, in one write. true, or nil, msg, code. May block
+   (backpressure). */
+static int c_respond(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  hconn *hc = checkconn(L);
+  loom_task *t = loom_checkrunning(L, S, "respond");
+  lua_Integer status = luaL_checkinteger(L, 2);
+  int flags = (int)luaL_optinteger(L, 5, 0), given;
+  size_t bl = 0;
+  int has_body = !lua_isnoneornil(L, 4);
+  wbuf w = {hc, 0, 0};
+  const char *r;
+  if (has_body) luaL_checklstring(L, 4, &bl);
+  luaL_argcheck(L, status >= 100 && status <= 999, 2, "status must be 100-999");
+  lua_settop(L, 5);
+  PUTLIT(&w, "HTTP/1.1 ");
+  put_int(&w, (size_t)status, 0);
+  put(&w, " ", 1);
+  r = reason((int)status);
+  put(&w, r, strlen(r));
+  PUTLIT(&w, "\r\n");
+  given = put_headers(L, &w, 3, flags);
+  if (!(given & 2)) {
+    PUTLIT(&w, "Date: ");
+    put(&w, http_date(), 29);
+    PUTLIT(&w, "\r\n");
+  }
+  if (flags & R_CHUNKED) {
+    PUTLIT(&w, "Transfer-Encoding: chunked\r\n");
+  } else if (!(flags & R_RAW) && status != 204 && status != 304 && status >= 200) {
+    PUTLIT(&w, "Content-Length: ");
+    put_int(&w, bl, 0);
+    PUTLIT(&w, "\r\n");
+  }
+  if (flags & R_CLOSE) PUTLIT(&w, "Connection: close\r\n");
+  else if (flags & R_KEEP) PUTLIT(&w, "Connection: keep-alive\r\n");
+  PUTLIT(&w, "\r\n");
+  return send_head(L, t, hc, &w, has_body && !(flags & R_NOBODY) ? 4 : 0);
+}
+
+/* conn:request(method, target, host, headers, body): writes a request head
+   (Host unless the headers have one; Content-Length for a body, or for
+   methods that carry one) and the body. true, or nil, msg, code. May block. */
+static int c_request(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  hconn *hc = checkconn(L);
+  loom_task *t = loom_checkrunning(L, S, "request");
+  size_t ml, tl, hl, bl = 0, i;
+  const char *m = luaL_checklstring(L, 2, &ml), *target = luaL_checklstring(L, 3, &tl);
+  const char *host = luaL_checklstring(L, 4, &hl);
+  int has_body = !lua_isnoneornil(L, 6), given;
+  wbuf w = {hc, 0, 0};
+  if (has_body) luaL_checklstring(L, 6, &bl);
+  lua_settop(L, 6);
+  for (i = 0; i < ml; i++)
+    if (!is_token_char((unsigned char)m[i])) return luaL_argerror(L, 2, "invalid method");
+  for (i = 0; i < tl; i++)
+    if ((unsigned char)target[i] <= 32 || target[i] == 127) return luaL_argerror(L, 3, "invalid character in URL");
+  put(&w, m, ml);
+  put(&w, " ", 1);
+  put(&w, target, tl);
+  PUTLIT(&w, " HTTP/1.1\r\n");
+  given = put_headers(L, &w, 5, R_REQUEST);
+  if (!(given & 1)) {
+    PUTLIT(&w, "Host: ");
+    put(&w, host, hl);
+    PUTLIT(&w, "\r\n");
+  }
+  if (has_body || (ml == 4 && memcmp(m, "POST", 4) == 0) || (ml == 3 && memcmp(m, "PUT", 3) == 0) ||
+      (ml == 5 && memcmp(m, "PATCH", 5) == 0)) {
+    PUTLIT(&w, "Content-Length: ");
+    put_int(&w, bl, 0);
+    PUTLIT(&w, "\r\n");
+  }
+  PUTLIT(&w, "\r\n");
+  return send_head(L, t, hc, &w, has_body ? 6 : 0);
+}
+
+/* conn:chunk([data]): writes data as one chunk of a chunked body; without
+   data (or with ""), the last chunk. true, or nil, msg, code. May block. */
+static int c_chunk(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  hconn *hc = checkconn(L);
+  loom_task *t = loom_checkrunning(L, S, "chunk");
+  size_t n = 0;
+  wbuf w = {hc, 0, 0};
+  uv_buf_t b[3];
+  int r;
+  const char *d = luaL_optlstring(L, 2, "", &n);
+  lua_settop(L, 2);
+  if (n == 0) {
+    PUTLIT(&w, "0\r\n\r\n");
+    return send_head(L, t, hc, &w, 0);
+  }
+  put_int(&w, n, 1);
+  PUTLIT(&w, "\r\n");
+  if (w.bad) return luaL_error(L, "out of memory");
+  b[0] = uv_buf_init(hc->wbuf, (unsigned)w.len);
+  b[1] = uv_buf_init((char *)d, (unsigned)n);
+  b[2] = uv_buf_init("\r\n", 2);
+  r = loom_stream_send(L, hc->st, b, 3);
+  return r ? r : loom_stream_drain(L, t, hc->st);
+}
+
+/* conn:stream(): the underlying loom.Stream. */
+static int c_stream(lua_State *L) {
+  checkconn(L);
+  lua_getiuservalue(L, 1, HC_STREAM);
+  return 1;
+}
+
+static int c_gc(lua_State *L) {
+  hconn *hc = lua_touserdata(L, 1);
+  free(hc->hbuf);
+  free(hc->bbuf);
+  free(hc->wbuf);
+  hc->hbuf = hc->bbuf = hc->wbuf = NULL;
+  return 0;
+}
+
+static double opt_seconds(lua_State *L, int idx) {
+  lua_Number s = luaL_optnumber(L, idx, 0);
+  luaL_argcheck(L, s >= 0, idx, "must not be negative");
+  return s;
+}
+
+/* _http_conn(stream, kind, headers_mt, message_mt, max_head, max_body,
+   idle_timeout, head_timeout, body_timeout): a connection reading requests
+   (kind "request") or responses ("response") from the stream. */
+static int c_new(lua_State *L) {
+  lstream *st = luaL_checkudata(L, 1, LOOM_STREAM);
+  static const char *const kinds[] = {"request", "response", NULL};
+  int kind = luaL_checkoption(L, 2, NULL, kinds);
+  hconn *hc;
+  lua_settop(L, 9);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  hc = lua_newuserdatauv(L, sizeof *hc, HC_NUV);
+  memset(hc, 0, sizeof *hc);
+  hc->kind = kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE;
+  http_parser_init(&hc->p, (enum http_parser_type)hc->kind);
+  hc->p.data = hc;
+  hc->st = st;
+  hc->max_head = (size_t)luaL_optinteger(L, 5, 16 * 1024);
+  hc->max_body = lua_isnoneornil(L, 6) ? SIZE_MAX : (size_t)luaL_checkinteger(L, 6);
+  hc->idle_timeout = opt_seconds(L, 7);
+  hc->head_timeout = opt_seconds(L, 8);
+  hc->body_timeout = opt_seconds(L, 9);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, HC_STREAM);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, -2, HC_HEADERS_MT);
+  lua_pushvalue(L, 4);
+  lua_setiuservalue(L, -2, HC_MESSAGE_MT);
+  return 1;
+}
+
+/* _http_parse_url(url): scheme, host, port (nil when absent), target (path
+   and query, "/" at least), userinfo; or nil, msg, "EINVAL". */
+static int c_parse_url(lua_State *L) {
+  size_t n;
+  const char *u = luaL_checklstring(L, 1, &n);
+  struct http_parser_url pu;
+  http_parser_url_init(&pu);
+  if (http_parser_parse_url(u, n, 0, &pu) != 0 || !(pu.field_set & (1 << UF_SCHEMA)) ||
+      !(pu.field_set & (1 << UF_HOST))) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid URL '%s'", u);
+    lua_pushliteral(L, "EINVAL");
+    return 3;
+  }
+  lua_pushlstring(L, u + pu.field_data[UF_SCHEMA].off, pu.field_data[UF_SCHEMA].len);
+  lua_pushlstring(L, u + pu.field_data[UF_HOST].off, pu.field_data[UF_HOST].len);
+  if (pu.field_set & (1 << UF_PORT)) lua_pushinteger(L, pu.port);
+  else lua_pushnil(L);
+  if (pu.field_set & (1 << UF_PATH)) {
+    size_t off = pu.field_data[UF_PATH].off, end = off + pu.field_data[UF_PATH].len;
+    if (pu.field_set & (1 << UF_QUERY)) end = pu.field_data[UF_QUERY].off + pu.field_data[UF_QUERY].len;
+    lua_pushlstring(L, u + off, end - off);
+  } else if (pu.field_set & (1 << UF_QUERY)) {
+    lua_pushliteral(L, "/?");
+    lua_pushlstring(L, u + pu.field_data[UF_QUERY].off, pu.field_data[UF_QUERY].len);
+    lua_concat(L, 2);
+  } else {
+    lua_pushliteral(L, "/");
+  }
+  if (pu.field_set & (1 << UF_USERINFO))
+    lua_pushlstring(L, u + pu.field_data[UF_USERINFO].off, pu.field_data[UF_USERINFO].len);
+  else
+    lua_pushnil(L);
+  return 5;
+}
+
+/* _http_unescape(s [, plus]): s with %XX decoded (and '+' as a space). */
+static int c_unescape(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  push_unescaped(L, s, n, lua_toboolean(L, 2));
+  return 1;
+}
+
+/* Expects [state, module]: adds _http_conn, _http_parse_url,
+   _http_unescape. The methods get the headers metatable as upvalue 3, so
+   it is made here and exposed as _http_headers_mt for the Lua layer. */
+void loom_open_http(lua_State *L) {
+  static const luaL_Reg methods[] = {{"next", c_next},       {"read", c_read},       {"done", c_done},
+                                     {"respond", c_respond}, {"request", c_request}, {"chunk", c_chunk},
+                                     {"expect_head", c_expect_head}, {"idle", c_idle}, {"alive", c_alive},
+                                     {"stream", c_stream},   {NULL, NULL}};
+  int S = lua_absindex(L, -2), mod = S + 1, mt, i;
+  lua_newtable(L); /* the headers metatable; http.lua fills in __index */
+  lua_setfield(L, mod, "_http_headers_mt");
+  luaL_newmetatable(L, "loom.HttpConn");
+  mt = lua_gettop(L);
+  lua_newtable(L);
+  for (i = 0; methods[i].name; i++) {
+    lua_pushvalue(L, S);
+    lua_pushvalue(L, mt);
+    lua_getfield(L, mod, "_http_headers_mt");
+    lua_pushcclosure(L, methods[i].func, 3);
+    lua_setfield(L, -2, methods[i].name);
+  }
+  lua_setfield(L, mt, "__index");
+  lua_pushvalue(L, S);
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, c_gc, 2);
+  lua_setfield(L, mt, "__gc");
+  lua_pushvalue(L, S);
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, c_new, 2);
+  lua_setfield(L, mod, "_http_conn");
+  lua_pushcfunction(L, c_parse_url);
+  lua_setfield(L, mod, "_http_parse_url");
+  lua_pushcfunction(L, c_unescape);
+  lua_setfield(L, mod, "_http_unescape");
+  lua_pop(L, 1);
+}
