@@ -32,6 +32,8 @@ typedef struct hconn {
   int kind;          /* HTTP_REQUEST (a server's) or HTTP_RESPONSE (a client's) */
   int begun;         /* the current message's first byte has been parsed */
   int head_done, msg_done, skip_body, discard;
+  int handed;        /* the message's head was returned and next() not called again */
+  int expect;        /* the head had an Expect header */
   int err_status;    /* the status a failure maps to: 400, 408, 413, 431 */
   int last;          /* kind of the last token appended */
   int ntok;
@@ -227,10 +229,18 @@ static void push_unescaped(lua_State *L, const char *s, size_t n, int plus) {
   luaL_pushresult(&b);
 }
 
-/* Sets field k of the table on top to the head's token i. */
-static void set_token(lua_State *L, hconn *hc, int i, const char *k) {
-  lua_pushlstring(L, hc->hbuf + hc->tok[i].off, hc->tok[i].len);
-  lua_setfield(L, -2, k);
+/* The message tables' field names, interned once (upvalue 4 of the
+   methods): setting a field through them skips lua_setfield's lookup of a
+   C string, a measurable part of the cost of a request. */
+enum { K_METHOD = 1, K_TARGET, K_PATH, K_UPGRADE, K_STATUS, K_VERSION, K_HEADERS, K_KEEP, K_LAST = K_KEEP };
+static const char *const keys[] = {NULL,     "method",  "target",  "path",      "upgrade",
+                                   "status", "version", "headers", "keep_alive"};
+
+/* Sets field k of the table under the value on top to that value. */
+static void setk(lua_State *L, int k) {
+  lua_rawgeti(L, lua_upvalueindex(4), k);
+  lua_insert(L, -2);
+  lua_rawset(L, -3);
 }
 
 /* Pushes the headers as a table of lower-case names; repeated ones are
@@ -245,6 +255,7 @@ static void push_headers(lua_State *L, hconn *hc, int hmt) {
     char *lower = fl <= sizeof small ? small : lua_newuserdatauv(L, fl, 0);
     for (j = 0; j < fl; j++) lower[j] = (char)((f[j] >= 'A' && f[j] <= 'Z') ? f[j] + 32 : f[j]);
     while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+    if (fl == 6 && memcmp(lower, "expect", 6) == 0) hc->expect = 1;
     lua_pushlstring(L, lower, fl);
     if (lower != small) lua_remove(L, -2);
     lua_pushvalue(L, -1);
@@ -271,18 +282,31 @@ static void push_headers(lua_State *L, hconn *hc, int hmt) {
   lua_setmetatable(L, -2);
 }
 
+/* Pushes the message's HTTP version ("1.1") and whether the connection
+   may be kept after it. */
+static void push_info(lua_State *L, hconn *hc) {
+  http_parser *p = &hc->p;
+  if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
+  else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
+  lua_pushboolean(L, http_should_keep_alive(p));
+}
+
 /* Pushes the message just parsed as a table (see c_next). */
 static int push_message(lua_State *L, hconn *hc) {
   http_parser *p = &hc->p;
-  lua_createtable(L, 0, 10);
-  if (hc->kind == HTTP_REQUEST) {
+  int req = hc->kind == HTTP_REQUEST;
+  lua_createtable(L, 1, 4);
+  lua_pushvalue(L, 1); /* in the array part: a request's hash part stays at 4 */
+  lua_rawseti(L, -2, 1);
+  if (req) {
     const char *u = hc->hbuf + hc->tok[0].off;
     size_t ul = hc->tok[0].len, pl;
-    const char *q;
+    const char *end;
     lua_pushstring(L, http_method_str((enum http_method)p->method));
-    lua_setfield(L, -2, "method");
-    set_token(L, hc, 0, "target");
-    if (ul > 0 && u[0] != '/' && u[0] != '*') { /* absolute form: keep its path and query */
+    setk(L, K_METHOD);
+    lua_pushlstring(L, u, ul);
+    setk(L, K_TARGET);
+    if (ul > 0 && u[0] != '/' && u[0] != '*') { /* absolute form: keep its path */
       struct http_parser_url pu;
       http_parser_url_init(&pu);
       if (http_parser_parse_url(u, ul, p->method == HTTP_CONNECT, &pu) == 0) {
@@ -295,44 +319,35 @@ static int push_message(lua_State *L, hconn *hc) {
         }
       }
     }
-    q = memchr(u, '?', ul);
-    pl = q ? (size_t)(q - u) : ul;
-    {
-      const char *hash = memchr(u, '#', pl);
-      if (hash) pl = (size_t)(hash - u);
-    }
+    pl = (end = memchr(u, '?', ul)) ? (size_t)(end - u) : ul;
+    if ((end = memchr(u, '#', pl)) != NULL) pl = (size_t)(end - u);
     push_unescaped(L, u, pl, 0);
-    lua_setfield(L, -2, "path");
-    if (q) {
-      size_t ql = ul - (size_t)(q - u) - 1;
-      const char *hash = memchr(q + 1, '#', ql);
-      if (hash) ql = (size_t)(hash - q - 1);
-      lua_pushlstring(L, q + 1, ql);
-    } else {
-      lua_pushliteral(L, "");
+    setk(L, K_PATH);
+    if (p->upgrade) {
+      lua_pushboolean(L, 1);
+      setk(L, K_UPGRADE);
     }
-    lua_setfield(L, -2, "query_string");
-    lua_pushboolean(L, p->upgrade);
-    lua_setfield(L, -2, "upgrade");
   } else {
     lua_pushinteger(L, p->status_code);
-    lua_setfield(L, -2, "status");
+    setk(L, K_STATUS);
+    push_info(L, hc); /* table, version, keep */
+    lua_rawgeti(L, lua_upvalueindex(4), K_KEEP);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+    setk(L, K_VERSION);
   }
-  lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
-  lua_setfield(L, -2, "version");
   push_headers(L, hc, lua_upvalueindex(3));
-  lua_setfield(L, -2, "headers");
-  lua_pushboolean(L, http_should_keep_alive(p));
-  lua_setfield(L, -2, "keep_alive");
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "_conn");
+  setk(L, K_HEADERS);
   lua_getiuservalue(L, 1, HC_MESSAGE_MT);
   lua_setmetatable(L, -2);
-  return 1;
+  hc->handed = 1;
+  lua_pushboolean(L, req && !hc->expect && !p->upgrade && p->method != HTTP_HEAD && p->http_major == 1 &&
+                         p->http_minor == 1 && http_should_keep_alive(p));
+  return 2;
 }
 
 /* Upvalues of the methods: 1 = module state, 2 = the HttpConn metatable,
-   3 = the headers metatable (set at _http_conn). */
+   3 = the headers metatable, 4 = the field names (keys). */
 #define MT lua_upvalueindex(2)
 
 static hconn *checkconn(lua_State *L) {
@@ -392,10 +407,11 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   return next_step(L, hc, t);
 }
 
-/* conn:next(): the next message's head as a table (requests: method,
-   target, path, query_string, upgrade; responses: status; both: version,
-   headers, keep_alive, _conn), with any body left unread by the previous
-   message skipped first. nil, msg, code [, status] on failure: status is
+/* conn:next(): the next message's head as a table (conn at [1]; requests:
+   method, target, path, upgrade when set; responses: status, version,
+   keep_alive; both: headers) and whether it is a plain kept-alive
+   HTTP/1.1 request (not HEAD, no Expect or Upgrade), with any body left
+   unread by the previous message skipped first. nil, msg, code [, status] on failure: status is
    the response a server owes (400, 408, 413, 431), absent when the
    connection just ended (eof, idle timeout). May block. */
 static int c_next(lua_State *L) {
@@ -403,6 +419,7 @@ static int c_next(lua_State *L) {
   hconn *hc = checkconn(L);
   loom_task *t = loom_checkrunning(L, S, "next");
   lua_settop(L, 1);
+  hc->handed = hc->expect = 0;
   if (hc->msg_done) hc->begun = hc->msg_done = hc->head_done = 0;
   else if (hc->begun) hc->discard = 1;
   hc->blen = 0;
@@ -459,6 +476,13 @@ static int c_read(lua_State *L) {
   return read_step(L, hc, t, lua_toboolean(L, 2));
 }
 
+/* conn:info(): the current message's HTTP version and whether the
+   connection may be kept after it. */
+static int c_info(lua_State *L) {
+  push_info(L, checkconn(L));
+  return 2;
+}
+
 /* conn:done(): whether the current message has been read to its end. */
 static int c_done(lua_State *L) {
   hconn *hc = checkconn(L);
@@ -479,7 +503,7 @@ static int c_expect_head(lua_State *L) {
    (a pooled connection that may be reused). */
 static int c_idle(lua_State *L) {
   hconn *hc = checkconn(L);
-  lua_pushboolean(L, (!hc->begun || hc->msg_done) && hc->st->rlen == hc->st->rpos);
+  lua_pushboolean(L, !hc->handed && (!hc->begun || hc->msg_done) && hc->st->rlen == hc->st->rpos);
   return 1;
 }
 
@@ -499,9 +523,18 @@ typedef struct wbuf {
   int bad;
 } wbuf;
 
-static void put(wbuf *w, const char *s, size_t n) {
+static void put_slow(wbuf *w, const char *s, size_t n) {
   if (w->bad || grow(&w->hc->wbuf, &w->hc->wcap, w->len + n) < 0) {
     w->bad = 1;
+    return;
+  }
+  memcpy(w->hc->wbuf + w->len, s, n);
+  w->len += n;
+}
+
+static inline void put(wbuf *w, const char *s, size_t n) {
+  if (w->len + n > w->hc->wcap) {
+    put_slow(w, s, n);
     return;
   }
   memcpy(w->hc->wbuf + w->len, s, n);
@@ -511,9 +544,13 @@ static void put(wbuf *w, const char *s, size_t n) {
 #define PUTLIT(w, s) put((w), "" s, sizeof(s) - 1)
 
 static void put_int(wbuf *w, size_t v, int hex) {
-  char tmp[32];
-  int n = snprintf(tmp, sizeof tmp, hex ? "%zx" : "%zu", v);
-  put(w, tmp, (size_t)n);
+  char tmp[32], *e = tmp + sizeof tmp, *p = e;
+  unsigned base = hex ? 16 : 10;
+  do {
+    *--p = "0123456789abcdef"[v % base];
+    v /= base;
+  } while (v);
+  put(w, p, (size_t)(e - p));
 }
 
 static const char *reason(int status) {
@@ -568,8 +605,14 @@ static const char *http_date(void) {
   return buf;
 }
 
+/* RFC 9110 token characters, for header names and methods. */
 static int is_token_char(int c) {
-  return c > 32 && c < 127 && strchr("()<>@,;:\\\"/[]?={}", c) == NULL;
+  static unsigned char table[256];
+  if (!table['a']) {
+    int i;
+    for (i = 33; i < 127; i++) table[i] = strchr("()<>@,;:\\\"/[]?={}", i) == NULL;
+  }
+  return table[c & 255];
 }
 
 static int same(const char *a, size_t al, const char *b) {
@@ -855,7 +898,7 @@ static int c_unescape(lua_State *L) {
    _http_unescape. The methods get the headers metatable as upvalue 3, so
    it is made here and exposed as _http_headers_mt for the Lua layer. */
 void loom_open_http(lua_State *L) {
-  static const luaL_Reg methods[] = {{"next", c_next},       {"read", c_read},       {"done", c_done},
+  static const luaL_Reg methods[] = {{"next", c_next},       {"read", c_read},       {"done", c_done}, {"info", c_info},
                                      {"respond", c_respond}, {"request", c_request}, {"chunk", c_chunk},
                                      {"expect_head", c_expect_head}, {"idle", c_idle}, {"alive", c_alive},
                                      {"stream", c_stream},   {NULL, NULL}};
@@ -864,15 +907,22 @@ void loom_open_http(lua_State *L) {
   lua_setfield(L, mod, "_http_headers_mt");
   luaL_newmetatable(L, "loom.HttpConn");
   mt = lua_gettop(L);
+  lua_createtable(L, K_LAST, 0);
+  for (i = K_METHOD; i <= K_LAST; i++) {
+    lua_pushstring(L, keys[i]);
+    lua_rawseti(L, -2, i);
+  }
   lua_newtable(L);
   for (i = 0; methods[i].name; i++) {
     lua_pushvalue(L, S);
     lua_pushvalue(L, mt);
     lua_getfield(L, mod, "_http_headers_mt");
-    lua_pushcclosure(L, methods[i].func, 3);
+    lua_pushvalue(L, mt + 1);
+    lua_pushcclosure(L, methods[i].func, 4);
     lua_setfield(L, -2, methods[i].name);
   }
   lua_setfield(L, mt, "__index");
+  lua_pop(L, 1); /* the keys */
   lua_pushvalue(L, S);
   lua_pushvalue(L, mt);
   lua_pushcclosure(L, c_gc, 2);
