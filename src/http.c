@@ -90,6 +90,7 @@ static int add_token(hconn *hc, int kind, const char *at, size_t n) {
     hc->ntok++;
     hc->last = kind;
   }
+  if (n == 0) return 0;
   if (grow(&hc->hbuf, &hc->hcap, hc->hlen + n) < 0) return -1;
   memcpy(hc->hbuf + hc->hlen, at, n);
   hc->hlen += n;
@@ -533,6 +534,7 @@ static void put_slow(wbuf *w, const char *s, size_t n) {
 }
 
 static inline void put(wbuf *w, const char *s, size_t n) {
+  if (n == 0) return;
   if (w->len + n > w->hc->wcap) {
     put_slow(w, s, n);
     return;
@@ -632,23 +634,36 @@ enum {
   R_REQUEST = 32    /* a request: Host, no Date */
 };
 
-/* Writes the headers of the table at idx, skipping those the framing sets;
-   raises on a name or value that would break the message. Returns which of
-   host/date the user gave (bits 1, 2). */
+/* Writes the headers of the table at idx, skipping those the framing sets.
+   Returns which of host/date the user gave (bits 1, 2), or -1 with an error
+   message pushed for a name or value that would break the message. */
 static int put_headers(lua_State *L, wbuf *w, int idx, int flags) {
   int given = 0;
   if (lua_isnoneornil(L, idx)) return 0;
-  luaL_checktype(L, idx, LUA_TTABLE);
+  if (!lua_istable(L, idx)) {
+    lua_pushfstring(L, "headers: table expected, got %s", luaL_typename(L, idx));
+    return -1;
+  }
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t kl, vl, i;
     const char *k, *v;
     int n = 1, j;
-    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pushliteral(L, "header names must be strings");
+      return -1;
+    }
     k = lua_tolstring(L, -2, &kl);
-    for (i = 0; i < kl; i++)
-      if (!is_token_char((unsigned char)k[i])) luaL_error(L, "invalid header name '%s'", k);
-    if (kl == 0) luaL_error(L, "empty header name");
+    for (i = 0; i < kl; i++) {
+      if (!is_token_char((unsigned char)k[i])) {
+        lua_pushfstring(L, "invalid header name '%s'", k);
+        return -1;
+      }
+    }
+    if (kl == 0) {
+      lua_pushliteral(L, "empty header name");
+      return -1;
+    }
     if (same(k, kl, "host")) given |= 1;
     if (same(k, kl, "date")) given |= 2;
     if (same(k, kl, "connection") || same(k, kl, "transfer-encoding") ||
@@ -660,11 +675,17 @@ static int put_headers(lua_State *L, wbuf *w, int idx, int flags) {
     for (j = 1; j <= n; j++) {
       if (lua_type(L, -1) == LUA_TTABLE) lua_rawgeti(L, -1, j);
       else lua_pushvalue(L, -1);
-      if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-        luaL_error(L, "header '%s': string or number expected, got %s", k, luaL_typename(L, -1));
+      if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
+        lua_pushfstring(L, "header '%s': string or number expected, got %s", k, luaL_typename(L, -1));
+        return -1;
+      }
       v = lua_tolstring(L, -1, &vl);
-      for (i = 0; i < vl; i++)
-        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') luaL_error(L, "header '%s': invalid character in value", k);
+      for (i = 0; i < vl; i++) {
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') {
+          lua_pushfstring(L, "header '%s': invalid character in value", k);
+          return -1;
+        }
+      }
       put(w, k, kl);
       PUTLIT(w, ": ");
       put(w, v, vl);
@@ -674,6 +695,14 @@ static int put_headers(lua_State *L, wbuf *w, int idx, int flags) {
     lua_pop(L, 1);
   }
   return given;
+}
+
+/* nil, the message on top, "EINVAL": a head that cannot be sent. */
+static int bad_head(lua_State *L) {
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  lua_pushliteral(L, "EINVAL");
+  return 3;
 }
 
 /* Sends the formatted head and the body string at bidx (0: none). */
@@ -691,8 +720,8 @@ static int send_head(lua_State *L, loom_task *t, hconn *hc, wbuf *w, int bidx) {
 
 /* conn:respond(status, headers, body, flags): writes a response head (with
    Date, Content-Length for a string body, or Transfer-Encoding: chunked)
-   and the body, in one write. true, or nil, msg, code. May block
-   (backpressure). */
+   and the body, in one write. true, or nil, msg, code ("EINVAL": headers
+   that cannot be sent, nothing was). May block (backpressure). */
 static int c_respond(lua_State *L) {
   loom_state *S = loom_getstate(L);
   hconn *hc = checkconn(L);
@@ -712,7 +741,7 @@ static int c_respond(lua_State *L) {
   r = reason((int)status);
   put(&w, r, strlen(r));
   PUTLIT(&w, "\r\n");
-  given = put_headers(L, &w, 3, flags);
+  if ((given = put_headers(L, &w, 3, flags)) < 0) return bad_head(L);
   if (!(given & 2)) {
     PUTLIT(&w, "Date: ");
     put(&w, http_date(), 29);
@@ -753,7 +782,7 @@ static int c_request(lua_State *L) {
   put(&w, " ", 1);
   put(&w, target, tl);
   PUTLIT(&w, " HTTP/1.1\r\n");
-  given = put_headers(L, &w, 5, R_REQUEST);
+  if ((given = put_headers(L, &w, 5, R_REQUEST)) < 0) return bad_head(L);
   if (!(given & 1)) {
     PUTLIT(&w, "Host: ");
     put(&w, host, hl);

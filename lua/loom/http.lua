@@ -77,7 +77,7 @@ function Request:body()
   self:_continue()
   local body, err, code, status = self[1]:read(true)
   if not body then
-    self._broken = true
+    self._broken, self._status = true, status
     return nil, err, code, status
   end
   self._body = body
@@ -89,7 +89,7 @@ end
 function Request:read()
   self:_continue()
   local chunk, err, code, status = self[1]:read()
-  if not chunk and err then self._broken = true end
+  if not chunk and err then self._broken, self._status = true, status end
   return chunk, err, code, status
 end
 
@@ -163,7 +163,13 @@ function Response:_has_length()
 end
 
 local function written(self, ok, err, code)
-  if not ok then self._failed = true end
+  if not ok then
+    if code == "EINVAL" then
+      self._state = nil
+      error(err, 3)
+    end
+    self._failed = true
+  end
   return ok, err, code
 end
 
@@ -253,7 +259,8 @@ local function serve_connection(server, st, entry)
   local conn = core._http_conn(st, "request", headers_mt, Request, o.max_header_size, o.max_body_size,
     o.keepalive_timeout, o.header_timeout, o.body_timeout)
   entry.conn = conn
-  local handler = server._handler
+  st:set_timeout(o.send_timeout) -- a client that stops reading its responses is dropped
+  local handler, log = server._handler, o.on_error
   local info = debug.getinfo(handler, "u")
   local wants_res = info.nparams >= 2 or info.isvararg
   while true do
@@ -281,7 +288,12 @@ local function serve_connection(server, st, entry)
         and type(b) == "table" and type(c) == "string" and a ~= 204 and a ~= 304 and not server._closing then
       -- the common case, `return status, headers, body`, without the
       -- general path's checks
-      if not conn:respond(a, b, c, 0) then break end
+      local sent, err, code = conn:respond(a, b, c, 0)
+      if not sent then
+        if code ~= "EINVAL" then break end
+        log(("http handler failed (%s %s): %s"):format(req.method, req.target, err))
+        conn:respond(500, plain, error_text[500], 0)
+      end
     else
       res = res or setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
       if ok then
@@ -290,10 +302,15 @@ local function serve_connection(server, st, entry)
       end
       if not ok then
         if core.is_cancelled(a) then error(a, 0) end
-        io.stderr:write(("loom: http handler failed (%s %s): %s\n"):format(req.method, req.target, tostring(a)))
+        -- a body that could not be read (too large, malformed, too slow)
+        -- answers with its own status; anything else is the server's fault
+        local code = req._status or 500
+        if code == 500 then
+          log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
+        end
         if res._state then break end -- the head is out: the client can only learn by the close
-        res._code, res._headers, res._state = 500, plain, nil
-        res:finish(error_text[500])
+        res._code, res._headers, res._state = code, plain, nil
+        res:finish(error_text[code] or "error\n")
       end
       if res._failed or not res._keep or server._closing then break end
     end
@@ -328,6 +345,10 @@ function Server:close(timeout)
   end
 end
 
+local function stderr_log(msg)
+  io.stderr:write("loom: ", msg, "\n")
+end
+
 local function setdefault(opts, k, v)
   if opts[k] == nil then opts[k] = v end
 end
@@ -336,7 +357,9 @@ end
 -- (see API.md, "HTTP"). opts: max_header_size (16 KiB: 431), max_body_size
 -- (1 MiB: 413), header_timeout (10 s to send a request head: 408),
 -- keepalive_timeout (5 s idle between requests), body_timeout (30 s per read
--- of a body), backlog, reuseport. Returns the server, or nil, msg, code.
+-- of a body), send_timeout (30 s for a client to take a response that does
+-- not fit the send buffer), on_error (a function given each handler error
+-- with its traceback; default: written to stderr), backlog, reuseport. Returns the server, or nil, msg, code.
 -- May block (to resolve host).
 function http.serve(host, port, handler, opts)
   check_type(host, "string", 1, "serve")
@@ -350,6 +373,8 @@ function http.serve(host, port, handler, opts)
   setdefault(o, "header_timeout", 10)
   setdefault(o, "keepalive_timeout", 5)
   setdefault(o, "body_timeout", 30)
+  setdefault(o, "send_timeout", 30)
+  setdefault(o, "on_error", stderr_log)
   local listener, err, code = net.tcp.listen(host, port, { backlog = o.backlog, reuseport = o.reuseport })
   if not listener then return nil, err, code end
   local server = setmetatable({ _listener = listener, _handler = handler, _opts = o, _conns = {},
@@ -366,14 +391,14 @@ function http.serve(host, port, handler, opts)
           server._conns[entry] = nil
           if server._closing and not next(server._conns) then server._drained:set() end
           if not ok and not core.is_cancelled(e) then
-            io.stderr:write(("loom: http connection failed: %s\n"):format(tostring(e)))
+            o.on_error(("http connection failed: %s"):format(tostring(e)))
           end
         end)
       elseif aerr == "closed" then
         return
       else
         if acode ~= "EMFILE" and acode ~= "ENFILE" then
-          io.stderr:write(("loom: http accept failed: %s\n"):format(tostring(aerr)))
+          o.on_error(("http accept failed: %s"):format(tostring(aerr)))
         end
         core.sleep(0.05)
       end
@@ -437,6 +462,7 @@ end
 Lease.__close = function(self) if not self.moved then self:release() end end
 
 local function get_pool(key, limit)
+  key = key .. "/" .. limit
   local pool = pools[key]
   if not pool then
     pool = { idle = {}, sem = core.semaphore(limit), limit = limit }
