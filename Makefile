@@ -12,7 +12,7 @@ HDR       := $(wildcard src/*.h)
 BUSTED    := $(LUA) /usr/bin/busted
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all test asan bench demo clean
+.PHONY: all test asan bench demo clean fuzz
 
 all: build/loom/core.so
 
@@ -41,4 +41,15 @@ demo: build/loom/core.so
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' $(LUA) examples/fetch.lua
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
+
+# libFuzzer over the HTTP request parsing (tools/fuzz/http_fuzz.c), with
+# ASan and UBSan, for FUZZ_SECONDS; findings go to build-fuzz/, not the corpus.
+FUZZ_SECONDS ?= 60
+fuzz: $(SRC) $(HDR) tools/fuzz/http_fuzz.c
+	@mkdir -p build-fuzz/corpus
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 $(WARN) -Wno-unused-function \
+	  $(shell pkg-config --cflags $(PKGS)) -o build-fuzz/http_fuzz tools/fuzz/http_fuzz.c \
+	  $(filter-out src/http.c,$(SRC)) $(LIBS) $(shell pkg-config --libs lua5.4)
+	cd build-fuzz && ./http_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	  -artifact_prefix=./ corpus ../tools/fuzz/corpus

@@ -1033,7 +1033,7 @@ static int path_op(lua_State *L, int op, const char *fname) {
 
 #define PATH_FN(name, op)            \
   static int name(lua_State *L) {    \
-    return path_op(L, op, #name + 2); \
+    return path_op(L, op, &(#name)[2]); \
   }
 
 /* Each of these may block and returns nil, "<path>: <message>", "<CODE>" on

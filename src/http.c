@@ -393,6 +393,16 @@ static int next_step(lua_State *L, hconn *hc, loom_task *t) {
   }
 }
 
+/* Starts on the next message: the previous one is done with, or the rest
+   of its body is to be skipped. */
+static void begin_next(hconn *hc) {
+  hc->handed = hc->expect = 0;
+  if (hc->msg_done) hc->begun = hc->msg_done = hc->head_done = 0;
+  else if (hc->begun) hc->discard = 1;
+  hc->blen = 0;
+  hc->err_status = 0;
+}
+
 static int next_k(lua_State *L, int status, lua_KContext ctx) {
   loom_task *t = loom_resumed(L, loom_getstate(L), ctx, next_k);
   hconn *hc = lua_touserdata(L, 1);
@@ -420,11 +430,7 @@ static int c_next(lua_State *L) {
   hconn *hc = checkconn(L);
   loom_task *t = loom_checkrunning(L, S, "next");
   lua_settop(L, 1);
-  hc->handed = hc->expect = 0;
-  if (hc->msg_done) hc->begun = hc->msg_done = hc->head_done = 0;
-  else if (hc->begun) hc->discard = 1;
-  hc->blen = 0;
-  hc->err_status = 0;
+  begin_next(hc);
   return next_step(L, hc, t);
 }
 
