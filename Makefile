@@ -36,6 +36,8 @@ asan: build-asan/loom/core.so
 bench: build/loom/core.so
 	bash bench/run.sh
 	bash bench/echo.sh
+	bash bench/http.sh
+	bash bench/http_client.sh
 
 demo: build/loom/core.so
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' $(LUA) examples/fetch.lua

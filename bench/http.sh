@@ -5,6 +5,8 @@
 # nginx's in the same round. usage: bench/http.sh [rounds]
 set -u
 cd "$(dirname "$0")/.."
+LOOM_EXTRA_PKGS="wrk nginx-light nodejs lua-http python3-aiohttp python3-uvloop" . tools/deps.sh
+make -s
 PEERS=$(cd "${PEERS_DIR:-../shared/bench}" && pwd)
 ROUNDS=${1:-1}
 DURATION=${DURATION:-4s}

@@ -162,5 +162,28 @@ describe("examples", function()
     for i = 1, 5 do assert.matches("ping " .. i .. ": pong " .. i .. " in", out, 1, true) end
     assert.matches("unanswered ping:\ttimeout\tETIMEDOUT", out, 1, true)
   end)
-end)
 
+  it("json_api.lua serves its routes with the right statuses and JSON", function()
+    local out = example("json_api")
+    assert.matches('POST   /todos    -> 201 {"', out, 1, true)
+    assert.matches('POST   /todos    -> 400 {"error":"expected a JSON object with a title"}', out, 1, true)
+    assert.matches('"count":2', out, 1, true)
+    assert.matches("DELETE /todos/1  -> 204", out, 1, true)
+    assert.matches('GET    /todos/1  -> 404 {"error":"no todo 1"}', out, 1, true)
+    assert.matches('GET    /todos/2  -> 200 {"', out, 1, true)
+    assert.matches("GET    /nowhere  -> 404", out, 1, true)
+  end)
+
+  it("rate_limited_client.lua keeps 5 in flight and reports failures without stopping", function()
+    local out = example("rate_limited_client")
+    local lines = 0
+    for _ in out:gmatch("%d+%.%d+s%s+%d+  ") do lines = lines + 1 end
+    assert.are.equal(20, lines, out)
+    assert.matches("13  failed: HTTP 404", out, 1, true)
+    assert.matches("17  failed: timeout", out, 1, true)
+    assert.matches("done: 18 fetched, 2 failed, at most 5 in flight", out, 1, true)
+    -- 20 fetches of 0.02-0.04 s five at a time, and one 0.1 s timeout
+    local total = tonumber(out:match("(%d+%.%d+)s  done"))
+    assert(total > 0.09 and total < 0.4, out)
+  end)
+end)
