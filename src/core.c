@@ -55,6 +55,7 @@ int luaopen_loom_core(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, "loom.state");
   lua_newtable(L);
   loom_open_task(L);
+  loom_open_debug(L);
   loom_open_timer(L);
   loom_open_sync(L);
   loom_open_queue(L);

@@ -97,6 +97,7 @@ struct loom_task {
   int kept;    /* stack slots the blocked C function kept across its yield */
   int nvalues; /* results stored once done */
   unsigned id;
+  unsigned parent; /* id of the task that spawned it, 0 for none */
   unsigned char state;
   unsigned char cancel_pending; /* requested, to raise at the next blocking call */
   unsigned char throwing;       /* the next resume raises the value it carries */
@@ -120,6 +121,8 @@ typedef struct loom_state {
   lua_Integer scope_gen; /* numbers scopes, so a cancellation names its scope */
   unsigned next_id;
   int last_handles; /* handles the last loom.run found still open at its end */
+  int debug_next;    /* debug mode asked for the next loom.run (debug.c) */
+  uint64_t slow_next;
 } loom_state;
 
 struct loom_loop {
@@ -138,6 +141,8 @@ struct loom_loop {
   int heap_n, heap_cap;
   uint64_t timer_seq;
   char *readbuf; /* the loop's one read buffer, LOOM_READ_BUF bytes (stream.c, udp.c) */
+  int debug;        /* debug mode (debug.c) */
+  uint64_t slow_ns; /* in debug mode, a step longer than this is reported */
 };
 
 #define loom_getstate(L) ((loom_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -231,6 +236,13 @@ void loom_open_stream(lua_State *L);
 void loom_open_tcp(lua_State *L);
 void loom_open_fswatch(lua_State *L);
 void loom_open_http(lua_State *L);
+
+/* debug.c */
+void loom_debug_spawned(lua_State *L);
+void loom_debug_step(loom_loop *lp, loom_task *t, int status);
+void loom_debug_setup(loom_state *S, loom_loop *lp);
+int loom_task_traceback(lua_State *L);
+void loom_open_debug(lua_State *L);
 
 /* sync.c, queue.c, watch.c */
 void loom_open_sync(lua_State *L);

@@ -98,6 +98,7 @@ static void step(loom_loop *lp, loom_task *t) {
   lp->current = t;
   status = lua_resume(t->co, lp->L, t->nargs, &nres);
   lp->current = NULL;
+  if (lp->debug) loom_debug_step(lp, t, status);
   if (status != LUA_YIELD) {
     loom_finish(lp, t, status, nres);
     return;
@@ -314,6 +315,7 @@ int loom_run(lua_State *L) {
   uv_timer_init(&lp->uv, &lp->timer);
   lp->S = S;
   lp->L = L;
+  loom_debug_setup(S, lp);
   loom_list_init(&lp->live);
   S->loop = lp;
   lua_getiuservalue(L, lua_upvalueindex(1), LOOM_SUV_POOL);

@@ -145,11 +145,13 @@ loom_task *loom_newtask(lua_State *L, loom_state *S, int fidx, int nargs) {
   lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
   t->id = ++S->next_id;
+  t->parent = lp->current ? lp->current->id : 0;
   t->nargs = nargs;
   t->state = LOOM_NEW;
   loom_list_append(&lp->live, &t->live);
   lp->nlive++;
   loom_ready(lp, t);
+  if (lp->debug) loom_debug_spawned(L);
   return t;
 }
 
@@ -420,9 +422,13 @@ void loom_report(lua_State *L, loom_task *t, int idx) {
   name = lua_tostring(L, -1);
   lua_getiuservalue(L, idx, LOOM_UV_VALUE);
   err = luaL_tolstring(L, -1, NULL);
-  fprintf(stderr, "loom: task '%s' failed and nobody retrieved its error:\n%s\n", name, err);
+  if (loom_get_extra(L, idx, "spawned") == LUA_TSTRING)
+    fprintf(stderr, "loom: task '%s' (spawned at %s) failed and nobody retrieved its error:\n%s\n", name,
+            lua_tostring(L, -1), err);
+  else
+    fprintf(stderr, "loom: task '%s' failed and nobody retrieved its error:\n%s\n", name, err);
   fflush(stderr);
-  lua_pop(L, 3);
+  lua_pop(L, 4);
 }
 
 /* Adds the failing task's traceback to a string error (once: an error
@@ -434,13 +440,20 @@ static int task_msgh(lua_State *co) {
   lua_getfield(co, LUA_REGISTRYINDEX, "loom.state");
   S = lua_touserdata(co, -1);
   if (S && S->loop && S->loop->current) {
+    int top = lua_gettop(co);
     loom_pushtask(co, S, S->loop->current);
-    push_name(co, lua_gettop(co), S->loop->current);
+    push_name(co, top + 1, S->loop->current);
+    if (loom_get_extra(co, top + 1, "spawned") == LUA_TSTRING) /* debug mode */
+      lua_pushfstring(co, "'%s' (spawned at %s)", lua_tostring(co, top + 2), lua_tostring(co, top + 3));
+    else
+      lua_pushfstring(co, "'%s'", lua_tostring(co, top + 2));
+    lua_replace(co, top + 1);
+    lua_settop(co, top + 1);
   } else {
-    lua_pushliteral(co, "?");
+    lua_pushliteral(co, "'?'");
   }
   luaL_traceback(co, co, NULL, 1);
-  lua_pushfstring(co, "%s\nstack traceback of task '%s':%s", msg, lua_tostring(co, -2),
+  lua_pushfstring(co, "%s\nstack traceback of task %s:%s", msg, lua_tostring(co, -2),
                   lua_tostring(co, -1) + strlen("stack traceback:"));
   return 1;
 }
@@ -676,7 +689,8 @@ void loom_open_task(lua_State *L) {
   static const luaL_Reg methods[] = {{"await", t_await},   {"cancel", t_cancel},
                                      {"done", t_done},     {"cancelled", t_cancelled},
                                      {"result", t_result}, {"error", t_error},
-                                     {"status", t_status}, {NULL, NULL}};
+                                     {"status", t_status}, {"traceback", loom_task_traceback},
+                                     {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__index", t_index},
                                   {"__newindex", t_newindex},
                                   {"__tostring", t_tostring},

@@ -12,6 +12,10 @@ local spawn, current, event = core.spawn, core.current, core.event
 local is_cancelled, on_done = core.is_cancelled, core._on_done
 
 local Group = { __name = "loom.Group" }
+
+-- Every task spawned by a group, for loom.dump (weak: no task kept alive).
+local members = setmetatable({}, { __mode = "k" })
+core._group_members = members
 Group.__index = Group
 
 -- The reason of the cancellation a group sends its body when a child fails.
@@ -42,6 +46,7 @@ function Group:spawn(fn, ...)
   end
   if self.closed then error("spawn: the group has already ended", 2) end
   local t = spawn(fn, ...)
+  members[t] = true
   self.children[t] = true
   self.n = self.n + 1
   self.ev:clear()

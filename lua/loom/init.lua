@@ -244,9 +244,48 @@ loom.thread = { run = core._thread_run }
 
 local core_run = core.run
 
+local task_info = core._task_info
+
+--- Prints the live tasks as a tree (children under the task that spawned
+-- them), each with its name, state, where it waits, where it was spawned
+-- (debug mode) and whether it belongs to a group; to `out` (a file, default
+-- io.stderr). Returns the text. Never blocks.
+function loom.dump(out)
+  local tasks = core.tasks()
+  local byid, children, roots = {}, {}, {}
+  for _, t in ipairs(tasks) do byid[task_info(t)] = t end
+  for _, t in ipairs(tasks) do
+    local _, parent = task_info(t)
+    if byid[parent] then
+      children[parent] = children[parent] or {}
+      table.insert(children[parent], t)
+    else
+      roots[#roots + 1] = t
+    end
+  end
+  local members = core._group_members
+  local lines = { ("loom: %d live task%s"):format(#tasks, #tasks == 1 and "" or "s") }
+  local function show(t, depth)
+    local id, parent, where, spawned = task_info(t)
+    local line = ("%s%s [%s]"):format(("  "):rep(depth), t.name, t:status())
+    if where then line = line .. " at " .. where end
+    if spawned then line = line .. " (spawned at " .. spawned .. ")" end
+    if members[t] then line = line .. " in a group" end
+    if depth == 0 and parent ~= 0 then line = line .. (" (its parent, task-%d, has ended)"):format(parent) end
+    lines[#lines + 1] = line
+    for _, c in ipairs(children[id] or {}) do show(c, depth + 1) end
+  end
+  for _, t in ipairs(roots) do show(t, 0) end
+  local text = table.concat(lines, "\n") .. "\n"
+  ;(out or io.stderr):write(text)
+  return text
+end
+
 --- Runs fn(...) as the main task (see loom.core's run). A sole second
--- argument that is a table with a `shutdown_signals` field is taken as
--- options: on the first of those signals the main task is cancelled, its
+-- argument that is a table with a `shutdown_signals`, `debug` or `slow_step`
+-- field is taken as options: `debug = true` turns debug mode on (as
+-- LOOM_DEBUG=1 does: spawn locations recorded, steps longer than
+-- `slow_step` seconds, default 0.1, reported on stderr); on the first of those signals the main task is cancelled, its
 -- cleanup (`<close>`, pcall) runs and the other tasks are cancelled and
 -- awaited; then the process ends by that signal, with its default effect, so
 -- it exits with the conventional status (130 for SIGINT, 143 for SIGTERM).
@@ -255,9 +294,15 @@ function loom.run(fn, ...)
     error(("bad argument #1 to 'run' (function expected, got %s)"):format(fn == nil and "nil" or typename(fn)), 2)
   end
   local opts = ...
-  if select("#", ...) ~= 1 or type(opts) ~= "table" or opts.shutdown_signals == nil then
+  if select("#", ...) ~= 1 or type(opts) ~= "table" or
+      (opts.shutdown_signals == nil and opts.debug == nil and opts.slow_step == nil) then
     return core_run(fn, ...)
   end
+  if opts.slow_step ~= nil and (type(opts.slow_step) ~= "number" or opts.slow_step <= 0) then
+    error("bad argument #2 to 'run' (slow_step must be a positive number of seconds)", 2)
+  end
+  core._debug(opts.debug, opts.slow_step)
+  if opts.shutdown_signals == nil then return core_run(fn) end
   local sigs = opts.shutdown_signals
   if type(sigs) ~= "table" or #sigs == 0 then
     error("bad argument #2 to 'run' (shutdown_signals must be a list of signal names)", 2)
