@@ -7,6 +7,10 @@
  * any mode. Costs nothing when debug mode is off: the scheduler only tests
  * a flag.
  */
+
+/***
+@module loom
+*/
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,9 +84,15 @@ void loom_debug_step(loom_loop *lp, loom_task *t, int status) {
   lua_pop(L, 1);
 }
 
-/* task:traceback([msg]): where the task is: the stack of a suspended task
-   (where it waits), of the running one, or a line saying it has not
-   started or has ended. Never blocks. */
+/***
+Where the task is: the stack of a suspended task (the blocking call it
+waits in and the user's code that made it), of the running task, or a line
+saying it has not started or has ended. Never blocks.
+@function Task:traceback
+@tparam[opt] string msg a first line
+@treturn string
+@usage print(stuck:traceback("stuck task:"))
+*/
 int loom_task_traceback(lua_State *L) {
   loom_state *S = loom_getstate(L);
   loom_task *t = loom_totask(L, S, 1);
@@ -101,8 +111,17 @@ int loom_task_traceback(lua_State *L) {
   return 1;
 }
 
-/* loom.tasks(): a list of the live tasks (not ended), oldest first. Never
-   blocks. */
+/***
+Debugging.
+@section debugging
+*/
+
+/***
+The live tasks (not ended), oldest first. Never blocks.
+@function tasks
+@treturn {Task,...}
+@usage for _, t in ipairs(loom.tasks()) do print(t.name, t:status()) end
+*/
 static int l_tasks(lua_State *L) {
   loom_state *S = loom_getstate(L);
   loom_link *n;

@@ -7,6 +7,10 @@
  * and nobody barges ahead, and a cancelled waiter gives back what it was
  * handed (undo): nothing is lost and a cancelled put changes nothing.
  */
+
+/***
+@module loom
+*/
 #include <string.h>
 #include "loom.h"
 
@@ -240,8 +244,18 @@ static int put_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* queue:put(item): adds item, waiting while the queue is full; true, or
-   nil, "closed". nil items are refused. May block. */
+/***
+A queue made by `loom.queue`.
+@type Queue
+*/
+
+/***
+Adds an item, waiting while the queue is full (backpressure). Blocks.
+@function Queue:put
+@param item any value but nil
+@treturn boolean true, or nil and "closed"
+@usage q:put(job)
+*/
 static int q_put(lua_State *L) {
   loom_state *S = loom_getstate(L);
   queue *q = checkqueue(L);
@@ -262,7 +276,13 @@ static int q_put(lua_State *L) {
   return loom_yield(L, t, put_k);
 }
 
-/* queue:put_nowait(item): true, or nil, "full" / nil, "closed". Never blocks. */
+/***
+Adds an item if there is room. Never blocks.
+@function Queue:put_nowait
+@param item any value but nil
+@return true, or nil and "full" / "closed"
+@usage if not q:put_nowait(job) then drop(job) end
+*/
 static int q_put_nowait(lua_State *L) {
   loom_state *S = loom_getstate(L);
   queue *q = checkqueue(L);
@@ -297,8 +317,13 @@ static int get_now(lua_State *L, loom_state *S, queue *q) {
   return q->closed ? push_closed(L) : 0;
 }
 
-/* queue:get(): the next item, waiting while the queue is empty; once it is
-   closed and drained, nil, "closed". May block. */
+/***
+The next item, waiting while the queue is empty; once the queue is closed
+and drained, nil and "closed". Blocks.
+@function Queue:get
+@return the item, or nil and "closed"
+@usage local job = q:get()
+*/
 static int q_get(lua_State *L) {
   loom_state *S = loom_getstate(L);
   queue *q = checkqueue(L);
@@ -312,8 +337,12 @@ static int q_get(lua_State *L) {
   return loom_yield(L, t, get_k);
 }
 
-/* queue:get_nowait(): the next item, or nil, "empty" / nil, "closed".
-   Never blocks. */
+/***
+The next item if there is one. Never blocks.
+@function Queue:get_nowait
+@return the item, or nil and "empty" / "closed"
+@usage local job = q:get_nowait()
+*/
 static int q_get_nowait(lua_State *L) {
   loom_state *S = loom_getstate(L);
   queue *q = checkqueue(L);
@@ -324,26 +353,45 @@ static int q_get_nowait(lua_State *L) {
   return 2;
 }
 
-/* queue:size(): the items waiting in the queue. */
+/***
+The number of items waiting. Never blocks.
+@function Queue:size
+@treturn integer
+@usage print(q:size())
+*/
 static int q_size(lua_State *L) {
   lua_pushinteger(L, checkqueue(L)->count);
   return 1;
 }
 
-/* queue:empty(): true when no item waits. */
+/***
+Whether no item waits. Never blocks.
+@function Queue:empty
+@treturn boolean
+@usage if q:empty() then idle() end
+*/
 static int q_empty(lua_State *L) {
   lua_pushboolean(L, checkqueue(L)->count == 0);
   return 1;
 }
 
-/* queue:full(): true when a put would wait. */
+/***
+Whether a put would wait. Never blocks.
+@function Queue:full
+@treturn boolean
+@usage if q:full() then slow_down() end
+*/
 static int q_full(lua_State *L) {
   lua_pushboolean(L, is_full(checkqueue(L)));
   return 1;
 }
 
-/* queue:task_done(): marks one item taken earlier as processed; join returns
-   when every item put has been marked. Raises when called too many times. */
+/***
+Marks one item taken earlier as processed (for `join`). Never blocks.
+@function Queue:task_done
+@raise "task_done: called more times than items were put"
+@usage local job = q:get(); handle(job); q:task_done()
+*/
 static int q_task_done(lua_State *L) {
   loom_state *S = loom_getstate(L);
   queue *q = checkqueue(L);
@@ -360,8 +408,11 @@ static int join_k(lua_State *L, int status, lua_KContext ctx) {
   return 0;
 }
 
-/* queue:join(): waits until every item put has been marked task_done.
-   May block. */
+/***
+Waits until every item put has been marked `task_done`. Blocks.
+@function Queue:join
+@usage q:join() -- all the work is processed
+*/
 static int q_join(lua_State *L) {
   loom_state *S = loom_getstate(L);
   queue *q = checkqueue(L);
@@ -373,9 +424,12 @@ static int q_join(lua_State *L) {
   return loom_yield(L, t, join_k);
 }
 
-/* queue:close(): no more puts (they return nil, "closed"); getters drain
-   what is left, then get nil, "closed". Waiting putters and getters wake
-   with nil, "closed". Closing twice is harmless. */
+/***
+Closes the queue: puts return nil, "closed"; getters drain what is left
+and then get nil, "closed". Never blocks.
+@function Queue:close
+@usage q:close()
+*/
 static int q_close(lua_State *L) {
   loom_state *S = loom_getstate(L);
   queue *q = checkqueue(L);
@@ -396,8 +450,12 @@ static int q_close(lua_State *L) {
   return 0;
 }
 
-/* queue:items(): an iterator over items as they come; ends when the queue is
-   closed and drained. `for item in q:items() do ... end`. May block. */
+/***
+An iterator over the items as they come; it ends when the queue is closed
+and drained. Each step blocks.
+@function Queue:items
+@usage for job in q:items() do handle(job); q:task_done() end
+*/
 static int q_items(lua_State *L) {
   checkqueue(L);
   lua_getfield(L, MT, "__index");
@@ -418,8 +476,22 @@ static int q_tostring(lua_State *L) {
   return 1;
 }
 
-/* loom.queue([maxsize] [, {order = "fifo"|"lifo"|"priority", less = f}]):
-   a queue holding at most maxsize items (0 or nil: unbounded). */
+/***
+Queues.
+@section queues
+*/
+
+/***
+A queue of items between tasks, with backpressure when `maxsize` is set.
+Never blocks.
+@function queue
+@tparam[opt] integer maxsize 0 or nil: unbounded
+@tparam[opt] table opts `order = "fifo"` (default), `"lifo"` or `"priority"`;
+`less = function(a, b)` orders a priority queue (default `<`)
+@treturn Queue
+@usage local q = loom.queue(10)
+local pq = loom.queue(nil, { order = "priority", less = function(a, b) return a.due < b.due end })
+*/
 static int l_queue(lua_State *L) {
   static const char *const orders[] = {"fifo", "lifo", "priority", NULL};
   lua_Integer maxsize = 0;

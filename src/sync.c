@@ -5,6 +5,10 @@
  * to the first waiter, so nobody can barge ahead of a queued task, and a
  * waiter cancelled after the hand-off passes the permit on (undo).
  */
+
+/***
+@module loom
+*/
 #include <string.h>
 #include "loom.h"
 
@@ -81,9 +85,19 @@ static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* lock:acquire() / semaphore:acquire(): takes a permit, waiting in FIFO
-   order while there is none; returns a guard whose release (or <close>) gives
-   it back. May block. */
+/***
+A lock made by `loom.lock()`.
+@type Lock
+*/
+
+/***
+Takes the lock, waiting in FIFO order while another task holds it. Blocks
+(a cancellation point: a cancelled waiter gives its turn to the next).
+@function Lock:acquire
+@treturn Guard releases the lock when closed (use it with `<close>`)
+@raise "this task already holds the lock" (locks are not re-entrant)
+@usage local _ <close> = lock:acquire()
+*/
 static int s_acquire(lua_State *L) {
   loom_state *S = loom_getstate(L);
   sem *s = checksem(L);
@@ -114,22 +128,36 @@ static void sem_release(lua_State *L, loom_state *S, sem *s) {
   sem_give(S->loop, s);
 }
 
-/* lock:release() / semaphore:release(): gives a permit back. A lock must be
-   released by the task holding it; a bounded semaphore refuses to go above
-   its initial value. Never blocks. */
+/***
+Releases the lock held by the running task (prefer the guard's `<close>`).
+Never blocks.
+@function Lock:release
+@raise "the lock is not held", "the lock is held by another task"
+@usage lock:acquire(); work(); lock:release()
+*/
 static int s_release(lua_State *L) {
   loom_state *S = loom_getstate(L);
   sem_release(L, S, checksem(L));
   return 0;
 }
 
-/* lock:locked(): true while some task holds the lock. */
+/***
+Whether some task holds the lock. Never blocks.
+@function Lock:locked
+@treturn boolean
+@usage if not lock:locked() then print("free") end
+*/
 static int l_locked(lua_State *L) {
   lua_pushboolean(L, checksem(L)->owner != 0);
   return 1;
 }
 
-/* lock:owned(): true if the running task holds the lock. */
+/***
+Whether the running task holds the lock. Never blocks.
+@function Lock:owned
+@treturn boolean
+@usage assert(lock:owned())
+*/
 static int l_owned(lua_State *L) {
   loom_state *S = loom_getstate(L);
   sem *s = checksem(L);
@@ -137,7 +165,32 @@ static int l_owned(lua_State *L) {
   return 1;
 }
 
-/* semaphore:value(): the free permits. */
+/***
+A semaphore made by `loom.semaphore(n)`.
+@type Semaphore
+*/
+
+/***
+Takes a permit, waiting in FIFO order while there is none. Blocks.
+@function Semaphore:acquire
+@treturn Guard gives the permit back when closed
+@usage local _ <close> = limit:acquire()
+fetch(url)
+*/
+
+/***
+Gives a permit back (prefer the guard's `<close>`). Never blocks.
+@function Semaphore:release
+@raise "semaphore released too many times" (a bounded one, above its start value)
+@usage limit:release()
+*/
+
+/***
+The number of free permits. Never blocks.
+@function Semaphore:value
+@treturn integer
+@usage print(limit:value())
+*/
 static int s_value(lua_State *L) {
   lua_pushinteger(L, checksem(L)->value);
   return 1;
@@ -152,9 +205,17 @@ static int s_tostring(lua_State *L) {
   return 1;
 }
 
-/* guard:release(), guard:close(), <close>: gives the permit back once;
-   releasing a guard again, or one whose lock its task no longer holds (it
-   was released directly), does nothing. */
+/***
+What `acquire` returns: closing it gives the lock or permit back, once.
+@type Guard
+*/
+
+/***
+Gives the lock or permit back; again is harmless. Also `guard:close()` and
+`<close>`. Never blocks.
+@function Guard:release
+@usage local g = lock:acquire(); work(); g:release()
+*/
 static int g_release(lua_State *L) {
   loom_state *S = loom_getstate(L);
   guard *g = loom_checkudata(L, 1, MT); /* the guard's own metatable */
@@ -178,7 +239,36 @@ static sem *new_sem(lua_State *L, lua_Integer value, lua_Integer bound, int is_l
   return s;
 }
 
-/* loom.lock(): a mutual exclusion lock, FIFO, not re-entrant. */
+/***
+Synchronisation primitives. Blocking methods need a task.
+@section sync
+*/
+
+/***
+A mutual exclusion lock: FIFO hand-off, not re-entrant. Never blocks.
+@function lock
+@treturn Lock
+@usage local lock = loom.lock()
+local _ <close> = lock:acquire()
+*/
+
+/***
+A semaphore with `n` permits. Never blocks.
+@function semaphore
+@tparam integer n the permits, 0 or more
+@tparam[opt] table opts `bounded = true`: releasing above `n` raises
+@treturn Semaphore
+@usage local limit = loom.semaphore(3)
+*/
+
+/***
+An event: a flag tasks can wait for. Never blocks.
+@function event
+@treturn Event
+@usage local ready = loom.event()
+loom.spawn(function() ready:wait(); go() end)
+ready:set()
+*/
 static int l_lock(lua_State *L) {
   new_sem(L, 1, 1, 1);
   return 1;
@@ -203,7 +293,16 @@ static event *checkevent(lua_State *L) {
   return loom_checkudata(L, 1, MT);
 }
 
-/* event:set(): sets the flag and wakes every waiter, in the order they came. */
+/***
+An event made by `loom.event()`.
+@type Event
+*/
+
+/***
+Sets the flag and wakes every waiting task. Never blocks.
+@function Event:set
+@usage ready:set()
+*/
 static int e_set(lua_State *L) {
   loom_state *S = loom_getstate(L);
   event *e = checkevent(L);
@@ -213,13 +312,22 @@ static int e_set(lua_State *L) {
   return 0;
 }
 
-/* event:clear(): resets the flag; later waits block again. */
+/***
+Clears the flag. Never blocks.
+@function Event:clear
+@usage ready:clear()
+*/
 static int e_clear(lua_State *L) {
   checkevent(L)->set = 0;
   return 0;
 }
 
-/* event:is_set(): the flag. */
+/***
+Whether the flag is set. Never blocks.
+@function Event:is_set
+@treturn boolean
+@usage if ready:is_set() then go() end
+*/
 static int e_is_set(lua_State *L) {
   lua_pushboolean(L, checkevent(L)->set);
   return 1;
@@ -238,8 +346,13 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* event:wait([timeout]): true once the flag is set, or false, "timeout".
-   May block. */
+/***
+Waits until the flag is set (at once if it is). Blocks.
+@function Event:wait
+@tparam[opt] number timeout seconds
+@treturn boolean true, or false and "timeout"
+@usage if not ready:wait(5) then print("not ready in 5 s") end
+*/
 static int e_wait(lua_State *L) {
   loom_state *S = loom_getstate(L);
   event *e = checkevent(L);

@@ -3,6 +3,10 @@
  * coroutine, storing its outcome when it ends, cancellation requests, await,
  * the non-blocking accessors, and the report of errors nobody retrieved.
  */
+
+/***
+@module loom
+*/
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -482,8 +486,24 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   return outcome(L, checktask(L, 1));
 }
 
-/* task:await(): blocks until the task ends; its results, or raises its error
-   (the same value) or its cancellation error. May block. */
+/***
+A task: a function running concurrently with others, made by `loom.spawn`
+(or `gather`, `group:spawn` ...). `task.name` is a settable string shown in
+errors and debug output (default `"task-<id>"`).
+@type Task
+*/
+
+/***
+Waits until the task ends and returns its results, or raises its error
+(the same value), or raises the cancellation error if it was cancelled.
+Blocks (a cancellation point: cancelling the caller does not cancel the
+awaited task).
+@function Task:await
+@return the task's results
+@raise the task's error, or the cancellation error
+@usage local t = loom.spawn(fetch, url)
+local body = t:await()
+*/
 static int t_await(lua_State *L) {
   loom_state *S = loom_getstate(L);
   loom_task *t = checktask(L, 1);
@@ -498,8 +518,15 @@ static int t_await(lua_State *L) {
   return outcome(L, t);
 }
 
-/* task:cancel([reason]): requests cancellation; false if the task had ended.
-   Never blocks. */
+/***
+Requests cancellation: the task's current (or next) blocking call raises
+the cancellation error, so its `<close>` handlers and `pcall`s run as it
+unwinds. A task cancelled before it started never runs. Never blocks.
+@function Task:cancel
+@param[opt] reason any value, kept in the error (`tostring` shows it)
+@treturn boolean false if the task had already ended
+@usage worker:cancel("shutting down")
+*/
 static int t_cancel(lua_State *L) {
   loom_state *S = loom_getstate(L);
   loom_task *t = checktask(L, 1);
@@ -511,8 +538,12 @@ static int t_cancel(lua_State *L) {
   return 1;
 }
 
-/* task:status(): "new", "ready", "running", "waiting", "done", "failed" or
-   "cancelled". Never blocks. */
+/***
+The task's state. Never blocks.
+@function Task:status
+@treturn string "new", "ready", "running", "waiting", "done", "failed" or "cancelled"
+@usage if t:status() == "failed" then print(t:error()) end
+*/
 static int t_status(lua_State *L) {
   lua_pushstring(L, state_names[checktask(L, 1)->state]);
   return 1;
@@ -587,28 +618,51 @@ static int l_first_results(lua_State *L) {
   return (int)n;
 }
 
-/* task:done(): true once the task has ended, however it ended. */
+/***
+Whether the task has ended (done, failed or cancelled). Never blocks.
+@function Task:done
+@treturn boolean
+@usage while not t:done() do loom.sleep(0.1) end
+*/
 static int t_done(lua_State *L) {
   lua_pushboolean(L, loom_ended(checktask(L, 1)));
   return 1;
 }
 
-/* task:cancelled(): true if the task ended by its cancellation error. */
+/***
+Whether the task ended by cancellation. Never blocks.
+@function Task:cancelled
+@treturn boolean
+@usage t:cancel(); pcall(t.await, t); assert(t:cancelled())
+*/
 static int t_cancelled(lua_State *L) {
   lua_pushboolean(L, checktask(L, 1)->state == LOOM_CANCELLED);
   return 1;
 }
 
-/* task:result(): the results of an ended task, or raises its error; raises
-   if it has not ended. Never blocks. */
+/***
+The results of a task that has ended: its values if it succeeded, else
+raises its error (or the cancellation error). Raises if it has not ended.
+Never blocks.
+@function Task:result
+@return the task's results
+@raise its error; "task has not finished" while it runs
+@usage for t in loom.as_completed(tasks) do print(t:result()) end
+*/
 static int t_result(lua_State *L) {
   loom_task *t = checktask(L, 1);
   if (!loom_ended(t)) return luaL_error(L, "result: task is not done (use await to wait for it)");
   return outcome(L, t);
 }
 
-/* task:error(): the error value a task ended with (its cancellation error if
-   it was cancelled), else nil. Never blocks. */
+/***
+The error value of a task that failed or was cancelled (the cancellation
+error), else nil. Retrieving it means it will not be reported as lost.
+Never blocks.
+@function Task:error
+@return the error, or nil
+@usage local err = t:error(); if err then log(err) end
+*/
 static int t_error(lua_State *L) {
   loom_task *t = checktask(L, 1);
   if (t->state != LOOM_FAILED && t->state != LOOM_CANCELLED) return 0;
@@ -651,8 +705,22 @@ static int report_gc(lua_State *L) {
   return 0;
 }
 
-/* loom.spawn(fn, ...): a new task running fn(...), queued behind the ready
-   tasks (never run inline). Never blocks. */
+/***
+Spawning tasks and the running task.
+@section spawn
+*/
+
+/***
+Starts `fn(...)` as a new task and returns it. The task is queued behind
+the ready tasks, never run inline. Never blocks; only inside `loom.run`.
+@function spawn
+@tparam function fn the task's body
+@param ... its arguments
+@treturn Task the task
+@raise "not inside a task" outside loom.run
+@usage local t = loom.spawn(function(n) loom.sleep(0.1); return n * 2 end, 21)
+print(t:await()) --> 42
+*/
 static int l_spawn(lua_State *L) {
   loom_state *S = loom_getstate(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -661,7 +729,12 @@ static int l_spawn(lua_State *L) {
   return 1;
 }
 
-/* loom.current(): the running task, or nil outside a task. */
+/***
+The running task, or nil outside a task. Never blocks.
+@function current
+@treturn Task|nil
+@usage loom.current().name = "worker"
+*/
 static int l_current(lua_State *L) {
   loom_state *S = loom_getstate(L);
   if (S->loop == NULL || S->loop->current == NULL) return 0;
@@ -669,7 +742,15 @@ static int l_current(lua_State *L) {
   return 1;
 }
 
-/* loom.is_cancelled(err): true for a cancellation error value. */
+/***
+Whether a value is the cancellation error (as raised by blocking calls
+of a cancelled task). Never blocks.
+@function is_cancelled
+@param err any value, typically from pcall
+@treturn boolean
+@usage local ok, err = pcall(loom.sleep, 10)
+if not ok and loom.is_cancelled(err) then cleanup(); error(err, 0) end
+*/
 static int l_is_cancelled(lua_State *L) {
   lua_pushboolean(L, is_cancel_error(L, 1));
   return 1;

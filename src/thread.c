@@ -7,6 +7,10 @@
  * (freed by whoever sees it last: the waiting task, or the completion
  * callback when the task gave up).
  */
+
+/***
+@module loom
+*/
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,12 +303,22 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
   return n;
 }
 
-/* loom.thread.run(fn, ...): runs fn(...) on a worker thread with its own Lua
-   state and returns its results; arguments and results are copied (nil,
-   booleans, numbers, strings, tables of them; no cycles); fn may not have
-   upvalues other than _ENV. An error in fn is raised here with its message.
-   The task waits without blocking the loop; cancelling it lets the worker
-   finish and drops the result. May block. */
+/***
+Runs `fn(...)` on a worker thread with its own Lua state (standard
+libraries opened, `package.path`/`cpath` inherited) and returns its results:
+CPU-bound work and blocking C libraries, without blocking the loop.
+Arguments and results are copied (nil, booleans, numbers, strings, tables
+of them; no cycles); `fn` may capture no upvalue but `_ENV`. An error in
+`fn` is raised here with its message; cancelling the caller lets the worker
+finish and drops the result. The pool is libuv's (`LOOM_THREADS`, default
+the number of cores, at least 4). Blocks.
+@function thread.run
+@tparam function fn a function without upvalues
+@param ... its arguments
+@return fn's results
+@raise fn's error; "the function may not capture upvalues: it uses 'x'"
+@usage local n = loom.thread.run(function(a, b) local c = 0; for i = a, b do c = c + i end; return c end, 1, 1e8)
+*/
 static int l_thread_run(lua_State *L) {
   loom_state *S = loom_getstate(L);
   loom_task *t;

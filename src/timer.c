@@ -3,6 +3,10 @@
  * uv_timer_t armed for the earliest, instead of a libuv handle per sleeper;
  * loom.sleep and loom.now.
  */
+
+/***
+@module loom
+*/
 #include <math.h>
 #include <stdlib.h>
 #include "loom.h"
@@ -111,8 +115,19 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
   return 0;
 }
 
-/* loom.sleep(seconds): suspends the running task; sleep(0) requeues it behind
-   every ready task; math.huge sleeps until cancelled. May block. */
+/***
+Time.
+@section time
+*/
+
+/***
+Suspends the running task for `seconds`; `loom.sleep(0)` lets every other
+ready task run first. Blocks (a cancellation point).
+@function sleep
+@tparam number seconds how long, 0 or more
+@raise "bad argument" for a negative or non-number; "not inside a task" outside loom.run
+@usage loom.sleep(0.25)
+*/
 static int l_sleep(lua_State *L) {
   loom_state *S = loom_getstate(L);
   uint64_t deadline = loom_deadline(L, 1);
@@ -242,11 +257,21 @@ static int timeout_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L); /* true (at index 1), results... */
 }
 
-/* loom.timeout(seconds, fn, ...): runs fn(...) in the calling task with a
-   deadline: true, results... if it finished in time; on expiry the work
-   inside is cancelled, its cleanup (<close>, pcall) runs, and false,
-   "timeout" is returned. Errors of fn pass through. Nestable: the nearest
-   deadline wins. math.huge: no deadline. May block. */
+/***
+Runs `fn(...)` with a deadline. If it finishes in time, returns true and
+its results; on expiry the work inside is cancelled and unwound (its
+`<close>` handlers and pcalls run) and `false, "timeout"` is returned.
+Errors raised by `fn` pass through. Nestable: the nearest deadline wins, and
+an outer deadline is never taken for an inner one. Blocks.
+@function timeout
+@tparam number seconds the time allowed
+@tparam function fn the work
+@param ... its arguments
+@treturn boolean true if fn finished in time
+@return fn's results, or "timeout"
+@usage local ok, body = loom.timeout(2, fetch, url)
+if not ok then print("too slow") end
+*/
 static int l_timeout(lua_State *L) {
   loom_state *S = loom_getstate(L);
   uint64_t deadline = loom_deadline(L, 1);
@@ -260,7 +285,13 @@ static int l_timeout(lua_State *L) {
                    (lua_KContext)t);
 }
 
-/* loom.now(): a monotonic clock in seconds. Never blocks. */
+/***
+A monotonic clock in seconds (a float), for measuring durations. Never
+blocks.
+@function now
+@treturn number
+@usage local t0 = loom.now(); work(); print(loom.now() - t0)
+*/
 static int l_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
   return 1;
