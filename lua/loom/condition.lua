@@ -9,9 +9,16 @@ Condition.__index = Condition
 
 local lock_mt = getmetatable(core.lock())
 
---- A condition over `lock` (a new lock if nil).
+--- A condition variable over `lock` (a new lock if nil), as
+-- asyncio.Condition: `loom.condition([lock])`. Never blocks.
+-- @function condition
 -- @param[opt] lock a `loom.lock()`
--- @return a condition: `acquire`, `release`, `locked`, `wait`, `wait_for`, `notify`, `notify_all`
+-- @treturn Condition
+-- @usage local cond = loom.condition()
+-- do local _ <close> = cond:acquire(); while not ready do cond:wait() end end
+
+--- A condition variable.
+-- @type Condition
 local function new(lock)
   if lock ~= nil and getmetatable(lock) ~= lock_mt then
     error(("bad argument #1 to 'condition' (loom.Lock expected, got %s)"):format(
@@ -20,11 +27,16 @@ local function new(lock)
   return setmetatable({ lock = lock or core.lock(), waiters = {}, first = 1, last = 0 }, Condition)
 end
 
---- Acquires the underlying lock; returns its guard (usable with `<close>`). May block.
+--- Acquires the underlying lock. Blocks.
+-- @return its guard (usable with `<close>`)
+-- @usage local _ <close> = cond:acquire()
 function Condition:acquire() return self.lock:acquire() end
---- Releases the underlying lock.
+--- Releases the underlying lock. Never blocks.
+-- @usage cond:release()
 function Condition:release() return self.lock:release() end
---- True while the underlying lock is held.
+--- Whether the underlying lock is held. Never blocks.
+-- @treturn boolean
+-- @usage assert(cond:locked())
 function Condition:locked() return self.lock:locked() end
 
 local function check_owned(self, what)
@@ -44,9 +56,11 @@ local function remove(self, ev)
   end
 end
 
---- Releases the lock, waits until notified, re-acquires the lock, returns true.
--- The lock is held again when wait returns or raises, even when cancelled.
--- May block.
+--- Releases the lock, waits until notified, re-acquires the lock. The lock
+-- is held again when wait returns or raises, even when cancelled. Blocks.
+-- @treturn boolean true
+-- @raise "wait: the condition's lock is not held by this task"
+-- @usage while not ready do cond:wait() end
 function Condition:wait()
   check_owned(self, "wait")
   local ev = core.event()
@@ -73,8 +87,11 @@ function Condition:wait()
   return true
 end
 
---- Waits until `predicate()` returns a true value and returns that value.
--- May block.
+--- Waits until `predicate()` returns a true value and returns that value;
+-- the lock must be held. Blocks.
+-- @tparam function predicate checked with the lock held
+-- @return predicate's true value
+-- @usage local item = cond:wait_for(function() return next_item() end)
 function Condition:wait_for(predicate)
   if type(predicate) ~= "function" then
     error(("bad argument #1 to 'wait_for' (function expected, got %s)"):format(type(predicate)), 2)
@@ -97,8 +114,11 @@ function Condition:_wake(n)
   end
 end
 
---- Wakes up to `n` (default 1) waiting tasks, in the order they waited.
--- The lock must be held.
+--- Wakes up to `n` waiting tasks, in the order they waited; the lock must
+-- be held. Never blocks.
+-- @tparam[opt=1] integer n
+-- @raise "notify: the condition's lock is not held by this task"
+-- @usage cond:notify()
 function Condition:notify(n)
   check_owned(self, "notify")
   if n ~= nil and math.type(n) ~= "integer" then
@@ -107,7 +127,8 @@ function Condition:notify(n)
   self:_wake(n or 1)
 end
 
---- Wakes every waiting task. The lock must be held.
+--- Wakes every waiting task; the lock must be held. Never blocks.
+-- @usage cond:notify_all()
 function Condition:notify_all()
   check_owned(self, "notify_all")
   self:_wake(self.last - self.first + 1)

@@ -38,7 +38,28 @@ local function new()
   return g
 end
 
---- Starts fn(...) as a child task of the group and returns it. Never blocks.
+--- `loom.group(fn)` runs `fn(g)` and leaves the group (waiting for its
+-- children) before returning fn's results; `loom.group()` returns a group for
+-- `local g <close> = loom.group()`, left when the variable goes out of scope.
+-- Children cannot outlive the group; the first child failure cancels the
+-- others and the body and is raised from the group. Blocks (leaving it).
+-- @function group
+-- @tparam[opt] function fn the body, given the group
+-- @return fn's results, or the group when called without fn
+-- @raise the first child's error
+-- @usage loom.group(function(g)
+--   for _, url in ipairs(urls) do g:spawn(fetch, url) end
+-- end)
+
+--- A task group.
+-- @type Group
+
+--- Starts `fn(...)` as a child task of the group and returns it. Never blocks.
+-- @tparam function fn the child's body
+-- @param ... its arguments
+-- @treturn Task the child
+-- @raise "the group has already ended"
+-- @usage g:spawn(fetch, url)
 function Group:spawn(fn, ...)
   if getmetatable(self) ~= Group then error("bad argument #1 to 'spawn' (loom.Group expected)", 2) end
   if type(fn) ~= "function" then
@@ -56,19 +77,25 @@ function Group:spawn(fn, ...)
 end
 
 --- Cancels every child; the group still waits for them to end. Never blocks.
+-- @usage g:cancel()
 function Group:cancel()
   for c in pairs(self.children) do c:cancel() end
 end
 
---- The number of children still running.
+--- The number of children still running. Never blocks.
+-- @treturn integer
+-- @usage print(g:size())
 function Group:size()
   return self.n
 end
 
--- Leaves the group: waits for the children (cancelling them first if the
--- body ended by an error), then raises the first child failure, if any.
--- A cancellation of the owner while waiting cancels the children and is
--- raised once they have ended.
+--- Leaves the group (what `<close>` calls): waits for the children
+-- (cancelling them first if the body ended by an error), then raises the
+-- first child failure, if any. A cancellation of the owner while waiting
+-- cancels the children and is raised once they have ended. Blocks.
+-- @param[opt] err the error the body ended with, if any
+-- @raise the first child's error
+-- @usage local g = loom.group(); g:spawn(work); g:close()
 function Group:close(err)
   if self.closed then return end
   if err ~= nil then self:cancel() end
@@ -95,9 +122,7 @@ local function finish(g, ok, ...)
   return ...
 end
 
---- `loom.group(fn)` runs fn(g) and leaves the group (waiting for its
--- children) before returning fn's results; `loom.group()` returns a group to
--- use with `local g <close> = loom.group()`. May block.
+-- loom.group itself (documented at the top of the module).
 return function(fn)
   if fn == nil then return new() end
   if type(fn) ~= "function" then

@@ -90,12 +90,15 @@ local function wait_or_cancel(cd, tasks, n)
   end
 end
 
---- Runs functions (spawned) and tasks concurrently and returns the first
--- result of each, in argument order. If one fails, the others are cancelled
--- and awaited, then its error is raised (the same value). Cancelling the
--- caller cancels them all. May block.
+--- Runs functions (spawned as tasks) and tasks concurrently and returns the
+-- first result of each, in argument order. If one fails, the others are
+-- cancelled and awaited, then its error is raised (the same value).
+-- Cancelling the caller cancels them all. Blocks.
 -- @param ... functions or tasks
 -- @return the first result of each, in argument order
+-- @raise the first error of one of them
+-- @usage local users, posts = loom.gather(function() return fetch("/users") end,
+--                                       function() return fetch("/posts") end)
 function loom.gather(...)
   local args = pack(...)
   local n = args.n
@@ -110,9 +113,13 @@ function loom.gather(...)
   return first_results(tasks, n)
 end
 
---- Like gather, but never raises for the tasks' errors: returns a list of
--- records `{ok = true, value = v}` or `{ok = false, error = e}` in argument
--- order. May block.
+--- Like gather, but never raises for their errors. Blocks.
+-- @param ... functions or tasks
+-- @treturn {table,...} in argument order, `{ok = true, value = v}` or
+-- `{ok = false, error = e}` for each
+-- @usage for i, r in ipairs(loom.all_settled(a, b, c)) do
+--   print(i, r.ok and r.value or r.error)
+-- end
 function loom.all_settled(...)
   local args = pack(...)
   local n = args.n
@@ -130,8 +137,12 @@ function loom.all_settled(...)
   return records
 end
 
---- The results of the first function or task to finish (or raises its
--- error); the others are cancelled and awaited. May block.
+--- The results of the first function or task to finish (or its error); the
+-- others are cancelled and awaited. Blocks.
+-- @param ... functions or tasks
+-- @return the winner's results
+-- @raise the winner's error
+-- @usage local reply = loom.race(function() return ask(primary) end, function() return ask(mirror) end)
 function loom.race(...)
   local args = pack(...)
   local n = args.n
@@ -146,13 +157,16 @@ end
 
 local RETURN_WHEN = { all = true, first = true, first_error = true }
 
---- Waits for tasks without cancelling any: returns two lists, the tasks that
--- have ended and those still pending (each in input order).
--- `opts.return_when`: "all" (default), "first" (the first to end),
--- "first_error" (the first to fail, or all); `opts.timeout`: seconds.
--- May block.
--- @param tasks a list of tasks (functions are spawned)
--- @param[opt] opts `{timeout = s, return_when = "first" | "first_error" | "all"}`
+--- Waits for tasks without cancelling any, and returns two lists: the tasks
+-- that have ended and those still pending (each in input order). Blocks.
+-- @tparam {Task,...} tasks tasks (functions are spawned)
+-- @tparam[opt] table opts `timeout` (seconds); `return_when`: `"all"`
+-- (default), `"first"` (the first to end) or `"first_error"` (the first to
+-- fail, else all)
+-- @treturn {Task,...} done
+-- @treturn {Task,...} pending
+-- @usage local done, pending = loom.wait(tasks, { timeout = 5 })
+-- for _, t in ipairs(done) do if t:error() then print(t.name, t:error()) end end
 function loom.wait(tasks, opts)
   if type(tasks) ~= "table" then
     error(("bad argument #1 to 'wait' (table expected, got %s)"):format(typename(tasks)), 2)
@@ -182,11 +196,12 @@ function loom.wait(tasks, opts)
   return finished, pending
 end
 
---- An iterator over tasks in the order they finish:
--- `for t in loom.as_completed(ts) do print(t:result()) end`. With a timeout
--- (seconds, for the whole iteration), the iterator raises
--- "as_completed: timeout" if it runs out while tasks are pending.
--- May block (each step of the loop).
+--- An iterator over tasks in the order they finish. Each step blocks.
+-- @tparam {Task,...} tasks tasks (functions are spawned)
+-- @tparam[opt] number timeout seconds for the whole iteration; running out
+-- while tasks are pending raises "as_completed: timeout"
+-- @return an iterator giving each task once it has ended
+-- @usage for t in loom.as_completed(tasks) do print(t:result()) end
 function loom.as_completed(tasks, timeout)
   if type(tasks) ~= "table" then
     error(("bad argument #1 to 'as_completed' (table expected, got %s)"):format(typename(tasks)), 2)
@@ -216,9 +231,14 @@ function loom.as_completed(tasks, timeout)
   end
 end
 
---- Runs fn(...) in its own task so that cancelling the caller does not
+--- Runs `fn(...)` in its own task so that cancelling the caller does not
 -- interrupt it; the caller sees its cancellation after fn has finished.
--- Returns fn's results or raises its error. May block.
+-- Blocks.
+-- @tparam function fn the work to protect
+-- @param ... its arguments
+-- @return fn's results
+-- @raise fn's error, or the caller's cancellation once fn is done
+-- @usage loom.shield(save_state, db) -- finishes even if we are cancelled
 function loom.shield(fn, ...)
   if type(fn) ~= "function" then
     error(("bad argument #1 to 'shield' (function expected, got %s)"):format(typename(fn)), 2)
@@ -238,18 +258,20 @@ local proc = require "loom.process"
 loom.process, loom.signal = proc.process, proc.signal
 loom.http = require "loom.http"
 
---- loom.thread.run(fn, ...): fn(...) on a worker thread with its own Lua
--- state (see src/thread.c). May block.
+-- loom.thread.run is documented in src/thread.c.
 loom.thread = { run = core._thread_run }
 
 local core_run = core.run
 
 local task_info = core._task_info
 
---- Prints the live tasks as a tree (children under the task that spawned
--- them), each with its name, state, where it waits, where it was spawned
--- (debug mode) and whether it belongs to a group; to `out` (a file, default
--- io.stderr). Returns the text. Never blocks.
+--- Writes the task tree: each live task under the one that spawned it, with
+-- its name, state, where it waits, where it was spawned (debug mode) and
+-- whether it belongs to a group. Never blocks.
+-- @tparam[opt] file out where to write (anything with a `write` method;
+-- default io.stderr)
+-- @treturn string the text written
+-- @usage loom.dump() -- on stderr: "main [running] at app.lua:12 ..."
 function loom.dump(out)
   local tasks = core.tasks()
   local byid, children, roots = {}, {}, {}
@@ -281,14 +303,23 @@ function loom.dump(out)
   return text
 end
 
---- Runs fn(...) as the main task (see loom.core's run). A sole second
+--- Runs `fn(...)` as the main task on a fresh loop and returns its results;
+-- blocks the caller (it is the loop). When main ends, tasks still running
+-- are cancelled and awaited and handles are closed. If main raised, the same
+-- error is raised again (a string gains the task's traceback). A sole second
 -- argument that is a table with a `shutdown_signals`, `debug` or `slow_step`
--- field is taken as options: `debug = true` turns debug mode on (as
--- LOOM_DEBUG=1 does: spawn locations recorded, steps longer than
--- `slow_step` seconds, default 0.1, reported on stderr); on the first of those signals the main task is cancelled, its
--- cleanup (`<close>`, pcall) runs and the other tasks are cancelled and
--- awaited; then the process ends by that signal, with its default effect, so
--- it exits with the conventional status (130 for SIGINT, 143 for SIGTERM).
+-- field is taken as options.
+-- @tparam function fn the main task's body
+-- @param ... its arguments, or the options: `shutdown_signals` (a list such
+-- as `{"SIGINT", "SIGTERM"}`: on the first of them main is cancelled, its
+-- cleanup runs, the other tasks are cancelled and awaited, and the process
+-- ends by that signal, exit status 130 or 143); `debug = true` (debug mode,
+-- as LOOM_DEBUG=1: spawn locations recorded, steps longer than `slow_step`
+-- seconds, default 0.1, reported on stderr)
+-- @return fn's results
+-- @raise fn's error; "a loop is already running" inside a loop
+-- @usage loom.run(function() print(loom.gather(fetch_a, fetch_b)) end)
+-- loom.run(main, { shutdown_signals = { "SIGINT", "SIGTERM" } })
 function loom.run(fn, ...)
   if type(fn) ~= "function" then
     error(("bad argument #1 to 'run' (function expected, got %s)"):format(fn == nil and "nil" or typename(fn)), 2)
