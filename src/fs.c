@@ -6,6 +6,10 @@
  * buffer, one operation at a time, others queued FIFO), and the path
  * operations. The Lua layer (lua/loom/fs.lua) adds the whole-file helpers.
  */
+
+/***
+@module loom.fs
+*/
 #include <ctype.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -622,9 +626,23 @@ static int ahead_k(lua_State *L, int status, lua_KContext ctx) {
 static int f_read(lua_State *L);
 RETRY(read_retry, f_read)
 
-/* file:read(...): formats as io's: a number of bytes, "a", "l", "L", "n"
-   (default "l"); nil at the end of the file; nil, msg, code on failure.
-   May block. */
+/***
+An open file, from `loom.fs.open`: io's methods, each running in the
+thread pool. Only one operation per file runs at a time (others queue, in
+order); sequential reads are read ahead.
+@type File
+*/
+
+/***
+Reads by io's formats: a number of bytes, `"a"` (all), `"l"` (a line
+without its end, the default), `"L"` (with it), `"n"` (a number); several
+formats give several values. Blocks.
+@function File:read
+@param ... formats
+@return the values read; nil at the end of the file; nil, msg, code on failure
+@usage local header = f:read("l")
+local rest = f:read("a")
+*/
 static int f_read(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lfile *f = tofile(L);
@@ -662,8 +680,14 @@ static int write_k(lua_State *L, int status, lua_KContext ctx) {
 static int f_write(lua_State *L);
 RETRY(write_retry, f_write)
 
-/* file:write(...): writes strings and numbers; returns the file, or nil, msg,
-   code. The data is copied, so a cancelled write harms nothing. May block. */
+/***
+Writes strings and numbers. The data is copied, so a cancelled write
+harms nothing. Blocks.
+@function File:write
+@param ... strings or numbers
+@return the file, or nil, msg, code
+@usage assert(f:write("id,name\n", 42, "\n"))
+*/
 static int f_write(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lfile *f = tofile(L);
@@ -750,8 +774,14 @@ static int seek_k(lua_State *L, int status, lua_KContext ctx) {
 static int f_seek(lua_State *L);
 RETRY(seek_retry, f_seek)
 
-/* file:seek([whence [, offset]]): as io's ("set", "cur", "end"; default
-   "cur", 0); the new position, or nil, msg, code. May block. */
+/***
+Moves (or reads) the position, as io's. Blocks.
+@function File:seek
+@tparam[opt="cur"] string whence "set", "cur" or "end"
+@tparam[opt=0] integer offset
+@return the new position from the start, or nil, msg, code
+@usage local size = f:seek("end")
+*/
 static int f_seek(lua_State *L) {
   static const char *const modes[] = {"set", "cur", "end", NULL};
   loom_state *S = loom_getstate(L);
@@ -801,8 +831,12 @@ RETRY(sync_retry, f_sync)
 RETRY(truncate_retry, f_truncate)
 RETRY(stat_retry, f_stat)
 
-/* file:sync(): flushes the file to disk (fsync); true or nil, msg, code.
-   May block. */
+/***
+Flushes the file's data to disk (fsync). Blocks.
+@function File:sync
+@return true, or nil, msg, code
+@usage f:write(data); f:sync()
+*/
 static int f_sync(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lfile *f = tofile(L);
@@ -811,8 +845,13 @@ static int f_sync(lua_State *L) {
   return file_op(L, S, t, f, OP_FSYNC, 0, simple_k);
 }
 
-/* file:truncate([size]): cuts or extends the file to size (default: the
-   current position); true or nil, msg, code. May block. */
+/***
+Cuts or extends the file. Blocks.
+@function File:truncate
+@tparam[opt] integer size default: the current position
+@return true, or nil, msg, code
+@usage f:truncate(0)
+*/
 static int f_truncate(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lfile *f = tofile(L);
@@ -825,7 +864,12 @@ static int f_truncate(lua_State *L) {
   return file_op(L, S, t, f, OP_FTRUNC, size, simple_k);
 }
 
-/* file:stat(): the file's stat table (see loom.fs.stat). May block. */
+/***
+The file's stat table (as `loom.fs.stat`). Blocks.
+@function File:stat
+@return a table, or nil, msg, code
+@usage print(f:stat().size)
+*/
 static int f_stat(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lfile *f = tofile(L);
@@ -844,10 +888,13 @@ static int close_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* file:close(), <close>: closes the file; closing again is harmless. Waits
-   for the descriptor to close inside a task (through the pool); outside a
-   task, or while another operation is in flight, it closes without waiting.
-   True, or nil, msg, code. */
+/***
+Closes the file; again is harmless; also `<close>`, and a file collected
+unclosed is closed. Waits for the file's operation in flight. Blocks.
+@function File:close
+@return true, or nil, msg, code
+@usage local f <close> = assert(loom.fs.open(path))
+*/
 static int f_close(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lfile *f = loom_checkudata(L, 1, MT);
@@ -883,8 +930,13 @@ static int f_close(lua_State *L) {
   return wait_req(L, t, r, close_k);
 }
 
-/* file:fileno(): the descriptor (to hand to a child process), or nil once
-   closed. */
+/***
+The file descriptor (to hand to a child process), or nil once closed.
+Never blocks.
+@function File:fileno
+@treturn integer|nil
+@usage loom.process.spawn{ "sort", stdin = f }
+*/
 static int f_fileno(lua_State *L) {
   lfile *f = loom_checkudata(L, 1, MT);
   if (f->closed || f->fd < 0) return 0;

@@ -5,6 +5,10 @@
  * may be collected at any time after closing) and the queue of events not
  * yet taken.
  */
+
+/***
+@module loom.fs
+*/
 #include <stdlib.h>
 #include <string.h>
 #include "loom.h"
@@ -78,8 +82,18 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - t->kept;
 }
 
-/* watcher:next(): the next event as name, kind ("change" or "rename"; the
-   name is relative to a watched directory); nil once closed. May block. */
+/***
+A watcher from `loom.fs.watch`.
+@type Watcher
+*/
+
+/***
+The next change. Blocks.
+@function Watcher:next
+@return name (relative to a watched directory) and kind ("change" or
+"rename"); nil once closed
+@usage local name, kind = w:next()
+*/
 static int w_next(lua_State *L) {
   loom_state *S = loom_getstate(L);
   watcher *w = loom_checkudata(L, 1, MT);
@@ -107,7 +121,11 @@ static int w_next(lua_State *L) {
   return loom_yield(L, t, next_k);
 }
 
-/* watcher:close(), <close>: stops watching; closing again is harmless. */
+/***
+Stops watching; again is harmless; also `<close>`. Never blocks.
+@function Watcher:close
+@usage w:close()
+*/
 static int w_close(lua_State *L) {
   watcher *w = loom_checkudata(L, 1, MT);
   shut(L, w);
