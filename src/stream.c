@@ -6,6 +6,10 @@
  * now, queue only the unsent tail, wait above a high-water mark), and the
  * handle's life (malloc'd, freed in its close callback).
  */
+
+/***
+@module loom.net
+*/
 #include <stdlib.h>
 #include <string.h>
 #include "loom.h"
@@ -319,10 +323,55 @@ static void read_undo(lua_State *L, loom_loop *lp, loom_task *t) {
   }
 }
 
-/* stream:read([max]), read_exactly(n), read_line(), read_until(sep),
-   read_all(): the bytes, or nil, msg, code ("eof"/"EOF" at the end,
-   "closed", "timeout"/"ETIMEDOUT"); read_exactly short at the end returns
-   nil, "eof", "EOF", what came. May block. */
+/***
+A connected byte stream (TCP or Unix socket), from `tcp.connect`,
+`server:accept`, `tcp.serve`'s handler or a process's pipes. Reading stays
+on between calls (up to 256 KiB buffered); the end of the stream is
+`nil, "eof", "EOF"` on every later read; a reader cancelled after bytes
+were handed to it puts them back in front.
+@type Stream
+*/
+
+/***
+Whatever bytes are available, waiting for some. Blocks.
+@function Stream:read
+@tparam[opt=65536] integer max the most to return
+@return a string, or nil, msg, code ("eof"/"EOF", "closed"/"ECLOSED",
+"timeout"/"ETIMEDOUT", "ECONNRESET" ...)
+@usage while true do local data = s:read(); if not data then break end; s:write(data) end
+*/
+
+/***
+Exactly `n` bytes. Blocks.
+@function Stream:read_exactly
+@tparam integer n
+@return a string; at an early end nil, "eof", "EOF" and what came; or nil, msg, code
+@usage local len = string.unpack(">I4", s:read_exactly(4))
+*/
+
+/***
+A line, without its `\n` or `\r\n`; the last line may lack its end.
+Blocks.
+@function Stream:read_line
+@return a string, or nil, msg, code; a line over the limit (see
+`set_line_max`, default 64 KiB) gives nil, msg, "ETOOLONG"
+@usage local request_line = s:read_line()
+*/
+
+/***
+The bytes before `sep` (`sep` is consumed, not returned). Blocks.
+@function Stream:read_until
+@tparam string sep a non-empty separator
+@return a string, or nil, msg, code (ETOOLONG past the line limit)
+@usage local head = s:read_until("\r\n\r\n")
+*/
+
+/***
+Everything until the peer closes its side. Blocks.
+@function Stream:read_all
+@return a string, or nil, msg, code
+@usage local reply = s:read_all()
+*/
 static int s_read(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lstream *st = checkstream(L);
@@ -411,11 +460,15 @@ int loom_stream_drain(lua_State *L, loom_task *t, lstream *st) {
   return loom_yield(L, t, write_k);
 }
 
-/* stream:write(s, ...) or stream:write({s, ...}): sends the strings with one
-   vectored write, trying it at once and queueing only what the kernel did not
-   take; returns true at once unless more than WRITE_HIGH bytes are queued,
-   then waits until the peer takes them (backpressure). nil, msg, code on
-   failure ("closed", "EPIPE", "ECONNRESET" ...). May block. */
+/***
+Sends the strings with one vectored write, tried at once; only the unsent
+rest is queued. Returns at once unless more than 1 MiB is queued, then
+waits until the peer takes it (backpressure). Blocks only then.
+@function Stream:write
+@param ... strings, or one list of strings
+@return true, or nil, msg, code ("closed", "EPIPE", "ECONNRESET" ...)
+@usage s:write("HTTP/1.0 200 OK\r\n\r\n", body)
+*/
 static int s_write(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lstream *st = checkstream(L);
@@ -466,9 +519,13 @@ static void shutdown_undo(lua_State *L, loom_loop *lp, loom_task *t) {
   if (t->state == LOOM_WAITING) req->data = NULL;
 }
 
-/* stream:shutdown(): half-closes: no more writes, the peer sees the end of
-   the stream; reading goes on. Waits until queued writes are flushed.
-   true, or nil, msg, code. May block. */
+/***
+Half-closes: the peer sees the end of the stream; reading goes on. Waits
+for queued writes to be flushed. Blocks.
+@function Stream:shutdown
+@return true, or nil, msg, code
+@usage s:write(request); s:shutdown(); local reply = s:read_all()
+*/
 static int s_shutdown(lua_State *L) {
   loom_state *S = loom_getstate(L);
   lstream *st = checkstream(L);
@@ -495,9 +552,12 @@ static int s_shutdown(lua_State *L) {
   return loom_yield(L, t, shutdown_k);
 }
 
-/* stream:close(), <close>: closes the stream; a task blocked reading or
-   writing it gets nil, "closed". Closing twice is harmless; a stream
-   collected unclosed is closed. Never blocks. */
+/***
+Closes the stream; again is harmless; also `<close>`. A task blocked
+reading or writing it gets nil, "closed", "ECLOSED". Never blocks.
+@function Stream:close
+@usage local s <close> = assert(loom.tcp.connect(host, port))
+*/
 static int s_close(lua_State *L) {
   lstream *st = loom_checkudata(L, 1, MT);
   loom_stream_shut(st);
@@ -511,8 +571,13 @@ static int s_gc(lua_State *L) {
   return 0;
 }
 
-/* stream:set_timeout(seconds): a limit for each read and write wait (nil or
-   0: none); an expired wait returns nil, "timeout", "ETIMEDOUT". */
+/***
+A limit for each read or write wait: an expired wait returns nil,
+"timeout", "ETIMEDOUT". Never blocks.
+@function Stream:set_timeout
+@tparam[opt] number seconds nil or 0: none
+@usage s:set_timeout(30)
+*/
 static int s_set_timeout(lua_State *L) {
   lstream *st = checkstream(L);
   lua_Number s = luaL_optnumber(L, 2, 0);
@@ -521,8 +586,13 @@ static int s_set_timeout(lua_State *L) {
   return 0;
 }
 
-/* stream:set_line_max(n): the longest line read_line/read_until accept
-   (default 64 KiB). */
+/***
+The longest line `read_line` and `read_until` accept (default 64 KiB).
+Never blocks.
+@function Stream:set_line_max
+@tparam integer n bytes
+@usage s:set_line_max(1024)
+*/
 static int s_set_line_max(lua_State *L) {
   lstream *st = checkstream(L);
   lua_Integer n = luaL_checkinteger(L, 2);
@@ -579,18 +649,33 @@ static int name_of(lua_State *L, int peer) {
   return loom_push_addr(L, (struct sockaddr *)&ss);
 }
 
-/* stream:peername(), stream:sockname(): host, port (a path for Unix
-   sockets), or nil, msg, code. */
+/***
+The address of the other end. Never blocks.
+@function Stream:peername
+@return host and port (a path for Unix sockets), or nil, msg, code
+@usage print("client", s:peername())
+*/
 static int s_peername(lua_State *L) {
   return name_of(L, 1);
 }
 
+/***
+The address of this end. Never blocks.
+@function Stream:sockname
+@return host and port (a path for Unix sockets), or nil, msg, code
+@usage local _, port = s:sockname()
+*/
 static int s_sockname(lua_State *L) {
   return name_of(L, 0);
 }
 
-/* stream:lines(): `for line in stream:lines() do` until the end of the
-   stream (or an error, which ends the loop). May block. */
+/***
+Iterates over lines until the end of the stream (an error ends the loop
+too). Each step blocks.
+@function Stream:lines
+@return an iterator
+@usage for line in s:lines() do s:write(line:upper(), "\n") end
+*/
 static int s_lines(lua_State *L) {
   checkstream(L);
   lua_getfield(L, MT, "__index");

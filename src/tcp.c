@@ -4,6 +4,10 @@
  * connecting one address, listening, and the loom.Server object whose
  * accept hands each connection to a waiting task.
  */
+
+/***
+@module loom.net
+*/
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -258,9 +262,19 @@ static server *checkserver(lua_State *L) {
 
 static int accept_k(lua_State *L, int status, lua_KContext ctx);
 
-/* server:accept(): the next connection as a stream (TCP_NODELAY on), waiting
-   for one; nil, "closed" once the server is closed; nil, msg, code when
-   accepting failed (e.g. "EMFILE": out of file descriptors). May block. */
+/***
+A listening socket, from `tcp.listen`, `tcp.serve` (and the `unix`
+ones).
+@type Server
+*/
+
+/***
+The next connection (with TCP_NODELAY on). Blocks.
+@function Server:accept
+@return a Stream, or nil, msg, code ("closed" once the server is closed;
+"EMFILE" when out of descriptors)
+@usage local s = assert(server:accept())
+*/
 static int sv_accept(lua_State *L) {
   loom_state *S = loom_getstate(L);
   server *srv = checkserver(L);
@@ -302,8 +316,12 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
   return sv_accept(L);
 }
 
-/* server:address(): host, port the server listens on (port 0 asked for a
-   free one: this is the one it got); the path of a Unix server. */
+/***
+Where the server listens. Never blocks.
+@function Server:address
+@return host and port (port 0 in listen picked a free one; a path for Unix sockets)
+@usage local _, port = server:address()
+*/
 static int sv_address(lua_State *L) {
   server *srv = checkserver(L);
   struct sockaddr_storage ss;
@@ -322,8 +340,12 @@ static int sv_address(lua_State *L) {
   return loom_push_addr(L, (struct sockaddr *)&ss);
 }
 
-/* server:close(), <close>: stops listening; waiting accepts return
-   nil, "closed". Closing twice is harmless. */
+/***
+Stops listening; `accept` then returns nil, "closed"; connections already
+accepted go on. Also `<close>`. Never blocks.
+@function Server:close
+@usage server:close()
+*/
 static int sv_close(lua_State *L) {
   server_shut(L, loom_checkudata(L, 1, MT));
   return 0;

@@ -4,6 +4,10 @@
  * the oldest are dropped beyond QUEUE_MAX), and sends (tried at once, queued
  * with a copy when the kernel is busy).
  */
+
+/***
+@module loom.net
+*/
 #include <stdlib.h>
 #include <string.h>
 #include "loom.h"
@@ -101,9 +105,19 @@ static ludp *checkudp(lua_State *L) {
 
 static int recv_k(lua_State *L, int status, lua_KContext ctx);
 
-/* socket:recv([timeout]): the next datagram as data, host, port, waiting
-   for one; nil, "timeout", "ETIMEDOUT"; nil, "closed" once closed; nil, msg,
-   code on a socket error. May block. */
+/***
+A UDP socket, from `udp.bind`. Datagrams arriving while nobody waits are
+queued (at most 4,096; the oldest go).
+@type UDP
+*/
+
+/***
+The next datagram. Blocks.
+@function UDP:recv
+@tparam[opt] number timeout seconds
+@return data, host, port; or nil, msg, code ("timeout"/"ETIMEDOUT")
+@usage local data, host, port = sock:recv(1)
+*/
 static int u_recv(lua_State *L) {
   loom_state *S = loom_getstate(L);
   ludp *s = checkudp(L);
@@ -180,7 +194,12 @@ static int u_send(lua_State *L) {
   return 1;
 }
 
-/* socket:sockname(): host, port the socket is bound to. */
+/***
+The address the socket is bound to. Never blocks.
+@function UDP:sockname
+@return host, port, or nil, msg, code
+@usage local _, port = sock:sockname()
+*/
 static int u_sockname(lua_State *L) {
   ludp *s = checkudp(L);
   struct sockaddr_storage ss;
@@ -190,8 +209,12 @@ static int u_sockname(lua_State *L) {
   return loom_push_addr(L, (struct sockaddr *)&ss);
 }
 
-/* socket:close(), <close>: closes the socket; a waiting recv returns
-   nil, "closed". Closing twice is harmless. */
+/***
+Closes the socket; a task blocked in recv gets nil, "closed". Also
+`<close>`. Never blocks.
+@function UDP:close
+@usage sock:close()
+*/
 static int u_close(lua_State *L) {
   shut(L, loom_checkudata(L, 1, MT));
   return 0;

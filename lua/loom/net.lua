@@ -27,8 +27,12 @@ local function is_ip(host)
   return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
 end
 
---- The addresses of a host name (IPv4 and IPv6, as strings, without
--- duplicates), or nil, msg, code. Resolved in the thread pool. May block.
+--- The addresses of a host name, resolved in the thread pool. Blocks.
+-- @function dns.resolve
+-- @tparam string host a name or an address
+-- @return a list of addresses (IPv4 and IPv6 strings, no duplicates), or nil,
+-- msg, code ("EAI_NONAME" ...)
+-- @usage local addrs = assert(loom.dns.resolve("localhost"))
 function dns.resolve(host)
   check_type(host, "string", 1, "resolve")
   if is_ip(host) then return { host } end
@@ -45,11 +49,15 @@ local function remaining(deadline)
   return math.max(0, deadline - core.now())
 end
 
---- Connects to host:port and returns a stream, or nil, msg, code. Host names
--- resolve without blocking the loop; each address is tried in turn.
--- `opts.timeout` (seconds, for the whole attempt: nil, "timeout",
--- "ETIMEDOUT"), `opts.nodelay` (default true), `opts.keepalive` (seconds or
--- boolean). May block.
+--- Connects to host:port; host names resolve without blocking the loop and
+-- each address (IPv4, IPv6) is tried in turn. Blocks.
+-- @function tcp.connect
+-- @tparam string host
+-- @tparam integer port
+-- @tparam[opt] table opts `timeout` (seconds, for the whole attempt),
+-- `nodelay` (default true), `keepalive` (seconds, or a boolean)
+-- @return a Stream, or nil, msg, code ("ECONNREFUSED", "ETIMEDOUT", "EAI_NONAME" ...)
+-- @usage local s <close> = assert(loom.tcp.connect("example.com", 80, { timeout = 5 }))
 function tcp.connect(host, port, opts)
   check_type(host, "string", 1, "connect")
   check_port(port, 2, "connect")
@@ -75,11 +83,14 @@ function tcp.connect(host, port, opts)
   return nil, ("%s:%d: %s"):format(host, port, err), code
 end
 
---- Listens on host:port (port 0: a free one, see server:address()) and
--- returns a server (`accept`, `address`, `close`), or nil, msg, code.
--- `opts.backlog` (default 511), `opts.reuseport` (several processes may
--- listen on the port; the kernel spreads connections). May block (to
--- resolve a host name).
+--- Listens on host:port. May block (to resolve a host name).
+-- @function tcp.listen
+-- @tparam string host
+-- @tparam integer port 0 picks a free one (see `Server:address`)
+-- @tparam[opt] table opts `backlog` (default 511), `reuseport` (several
+-- processes may listen on the port; the kernel spreads connections)
+-- @return a Server, or nil, msg, code ("EADDRINUSE" ...)
+-- @usage local server = assert(loom.tcp.listen("127.0.0.1", 0))
 function tcp.listen(host, port, opts)
   check_type(host, "string", 1, "listen")
   check_port(port, 2, "listen")
@@ -118,9 +129,19 @@ local function run_server(server, handler, what)
   return server
 end
 
---- Listens on host:port and runs handler(stream) in a task per connection;
--- the stream is closed after. Returns the server (`address`, `close`: stop
--- accepting; handlers already running go on), or nil, msg, code.
+--- Listens on host:port and runs `handler(stream)` in a task per
+-- connection; the stream is closed after. A handler's error is logged with
+-- its traceback and the server goes on; out of descriptors (EMFILE) it backs
+-- off and recovers. May block (to resolve a host name).
+-- @function tcp.serve
+-- @tparam string host
+-- @tparam integer port
+-- @tparam function handler given each connection's Stream
+-- @tparam[opt] table opts as listen's
+-- @return the Server (`address`, `close`: stop accepting; handlers running go on), or nil, msg, code
+-- @usage loom.tcp.serve("0.0.0.0", 7000, function(s)
+--   for line in s:lines() do s:write(line, "\n") end
+-- end)
 function tcp.serve(host, port, handler, opts)
   check_type(handler, "function", 3, "serve")
   local server, err, code = tcp.listen(host, port, opts)
@@ -128,19 +149,34 @@ function tcp.serve(host, port, handler, opts)
   return run_server(server, handler, "tcp server")
 end
 
---- Connects to the Unix socket at path: a stream, or nil, msg, code. May block.
+--- Connects to the Unix socket at path. Blocks.
+-- @function unix.connect
+-- @tparam string path
+-- @return a Stream, or nil, msg, code
+-- @usage local s = assert(loom.unix.connect("/run/app.sock"))
 function unix.connect(path)
   check_type(path, "string", 1, "connect")
   return core._pipe_connect(path)
 end
 
---- Listens on a Unix socket at path: a server, or nil, msg, code.
+--- Listens on a Unix socket at path. Never blocks.
+-- @function unix.listen
+-- @tparam string path
+-- @tparam[opt] table opts `backlog`
+-- @return a Server, or nil, msg, code
+-- @usage local server = assert(loom.unix.listen("/tmp/app.sock"))
 function unix.listen(path, opts)
   check_type(path, "string", 1, "listen")
   return core._pipe_listen(path, opts and opts.backlog)
 end
 
---- As tcp.serve, on a Unix socket at path.
+--- As tcp.serve, on a Unix socket at path. Never blocks.
+-- @function unix.serve
+-- @tparam string path
+-- @tparam function handler given each connection's Stream
+-- @tparam[opt] table opts `backlog`
+-- @return the Server, or nil, msg, code
+-- @usage loom.unix.serve("/tmp/app.sock", function(s) s:write("hello\n") end)
 function unix.serve(path, handler, opts)
   check_type(handler, "function", 2, "serve")
   local server, err, code = unix.listen(path, opts)
@@ -153,8 +189,14 @@ local udp = {}
 local UDP = core._UDP.__index
 local raw_send = UDP.send
 
---- socket:send(data, host, port): sends one datagram; host may be a name
--- (resolved first, which may block). true, or nil, msg, code.
+--- Sends one datagram; never waits for the network (a host name is
+-- resolved first, which blocks).
+-- @function UDP:send
+-- @tparam string data
+-- @tparam string host
+-- @tparam integer port
+-- @return true, or nil, msg, code
+-- @usage sock:send("ping", "127.0.0.1", 9999)
 function UDP.send(sock, data, host, port)
   check_type(host, "string", 2, "send")
   if not is_ip(host) then
@@ -165,9 +207,12 @@ function UDP.send(sock, data, host, port)
   return raw_send(sock, data, host, port)
 end
 
---- A UDP socket bound to host:port (port 0: a free one): `send(data, host,
--- port)`, `recv([timeout])` (data, host, port), `sockname()`, `close()`; or
--- nil, msg, code. May block (to resolve a host name).
+--- A UDP socket bound to host:port. May block (to resolve a host name).
+-- @function udp.bind
+-- @tparam string host
+-- @tparam integer port 0 picks a free one
+-- @return a UDP socket, or nil, msg, code
+-- @usage local sock = assert(loom.udp.bind("127.0.0.1", 0))
 function udp.bind(host, port)
   check_type(host, "string", 1, "bind")
   check_port(port, 2, "bind")

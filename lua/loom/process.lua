@@ -46,13 +46,16 @@ local function check_spec(spec, fname)
   return argv, env
 end
 
---- Starts a child process: `spec[1]` is the program (searched in PATH), the
--- rest of the list its arguments; `cwd`, `env` (a table of NAME = value,
--- replacing the environment), and `stdin`, `stdout`, `stderr`: "pipe" (a
--- loom stream in the process's field of that name), "inherit" (the default),
--- "null", or an open loom.fs file. Returns a process (`pid`, `stdin`,
--- `stdout`, `stderr`, `wait()`, `kill([signal])`), or nil, msg, code
--- ("ENOENT" for a program that does not exist).
+--- Starts a child process. Never blocks.
+-- @function process.spawn
+-- @tparam table spec `spec[1]` the program (searched in PATH), the rest of
+-- the list its arguments; `cwd`; `env` (a table NAME = value replacing the
+-- environment); `stdin`, `stdout`, `stderr`: "pipe" (a Stream in the
+-- process's field of that name), "inherit" (the default), "null", or an open
+-- loom.fs file
+-- @return a Process, or nil, msg, code ("ENOENT" for a program that does not exist)
+-- @usage local p = assert(loom.process.spawn{ "tail", "-f", "app.log", stdout = "pipe" })
+-- for line in p.stdout:lines() do print(line) end
 function process.spawn(spec)
   local argv, env = check_spec(spec, "spawn")
   local modes = { stdio_mode(spec.stdin, "stdin", "spawn"), stdio_mode(spec.stdout, "stdout", "spawn"),
@@ -62,24 +65,37 @@ function process.spawn(spec)
   return setmetatable({ handle = p, pid = p:pid(), stdin = stdin, stdout = stdout, stderr = stderr }, Process)
 end
 
---- Waits for the process to exit: its exit code, or nil and the name of the
--- signal that ended it. May block.
+--- A child process: `pid`, and `stdin`, `stdout`, `stderr` (Streams for "pipe").
+-- @type Process
+
+--- Waits for the process to exit. Blocks.
+-- @return the exit code; or nil and the name of the signal that ended it ("SIGKILL")
+-- @usage local code = p:wait()
 function Process:wait()
   return self.handle:wait()
 end
 
---- Sends a signal (a name such as "SIGTERM" or "TERM", or a number; default
--- "SIGTERM"). true, or nil, msg, code. Never blocks.
+--- Sends a signal. Never blocks.
+-- @param[opt="SIGTERM"] sig a name ("SIGTERM", "TERM") or a number
+-- @return true, or nil, msg, code
+-- @usage p:kill("SIGINT")
 function Process:kill(sig)
   return self.handle:kill(sig)
 end
 
---- Runs a command to its end and returns its standard output, its exit code
--- (nil and the signal's name if a signal ended it) and, with
--- `spec.stderr = "pipe"`, its standard error. `spec.input` is written to its
--- stdin; `spec.timeout` (seconds) kills it (SIGKILL) when it runs longer,
--- returning nil, "timeout", "ETIMEDOUT". Output and input flow concurrently,
--- so a child that writes a lot while being fed does not deadlock. May block.
+--- Functions.
+-- @section functions
+
+--- Runs a command to its end. Output and input flow concurrently, so a
+-- child that writes a lot while being fed does not deadlock. Blocks.
+-- @function process.run
+-- @tparam table spec as spawn's (stdout is captured), plus `input` (a string
+-- written to its stdin), `stderr = "pipe"` (captured too) and `timeout`
+-- (seconds: the child is killed with SIGKILL)
+-- @return the output, the exit code (nil and the signal's name if a signal
+-- ended it) and, with stderr = "pipe", the standard error; or nil, msg, code
+-- ("<cmd>: timeout"/"ETIMEDOUT", "ENOENT" ...)
+-- @usage local out, code = loom.process.run{ "git", "status", "--short", timeout = 5 }
 function process.run(spec)
   local argv = check_spec(spec, "run")
   local opts = {}
@@ -126,8 +142,12 @@ function process.run(spec)
   return output, status
 end
 
---- Waits for the first of the named signals ("SIGINT", "SIGTERM", ...) and
--- returns its name; while it waits, they lose their default effect. May block.
+--- Waits for the first of the named signals; while it waits they lose their
+-- default effect. Blocks.
+-- @function signal.wait
+-- @param ... names: "SIGINT", "SIGTERM", "SIGHUP" ...
+-- @treturn string the name of the signal that arrived
+-- @usage local sig = loom.signal.wait("SIGINT", "SIGTERM"); server:close()
 signal.wait = core._signal_wait
 
 return { process = process, signal = signal }
