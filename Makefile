@@ -12,7 +12,7 @@ HDR       := $(wildcard src/*.h)
 BUSTED    := $(LUA) /usr/bin/busted
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all test asan bench demo clean fuzz
+.PHONY: all test asan bench demo clean fuzz docs
 
 all: build/loom/core.so
 
@@ -38,6 +38,11 @@ bench: build/loom/core.so
 	bash bench/echo.sh
 	bash bench/http.sh
 	bash bench/http_client.sh
+
+# The API reference from the doc comments (config.ld; Debian's lua-ldoc).
+# Any LDoc warning fails the build.
+docs:
+	ldoc --fatalwarnings .
 
 demo: build/loom/core.so
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' $(LUA) examples/fetch.lua

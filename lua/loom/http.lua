@@ -35,8 +35,11 @@ end
 local unescape = core._http_unescape
 local traceback, xpcall, setmetatable, rawget, mathtype = debug.traceback, xpcall, setmetatable, rawget, math.type
 
---- Decodes an application/x-www-form-urlencoded string (a query string)
--- into a table; a repeated name gets the last value.
+--- Decodes an application/x-www-form-urlencoded string (a query string);
+-- a repeated name keeps the last value. Never blocks.
+-- @tparam string s
+-- @treturn table
+-- @usage loom.http.decode_query("a=1&b=x+y") --> {a = "1", b = "x y"}
 function http.decode_query(s)
   check_type(s, "string", 1, "decode_query")
   local q = {}
@@ -51,7 +54,11 @@ local function escape(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
---- Encodes a table as a query string (names sorted, so the result is stable).
+--- Encodes a table as a query string (names sorted, so the result is
+-- stable). Never blocks.
+-- @tparam table t
+-- @treturn string
+-- @usage loom.http.encode_query({ q = "a b", n = 2 }) --> "n=2&q=a%20b"
 function http.encode_query(t)
   check_type(t, "table", 1, "encode_query")
   local keys, out = {}, {}
@@ -69,9 +76,15 @@ end
 
 local Request = {}
 
---- req:body(): the whole request body (a string, "" when there is none),
--- read once and kept; or nil, msg, code, status (413 when it is over the
--- server's max_body_size). May block.
+--- A request, as a handler receives it: `method`, `path` (decoded, without
+-- the query), `target` (raw), `query` (decoded parameters), `query_string`,
+-- `headers` (lower-case names, any spelling finds them), `version`.
+-- @type Request
+
+--- The whole request body, read once and kept. Blocks. Over the server's
+-- max_body_size the answer is 413 (also if the handler raises after it).
+-- @return a string ("" when there is none), or nil, msg, code, status
+-- @usage local data = cjson.decode(assert(req:body()))
 function Request:body()
   if self._body then return self._body end
   self:_continue()
@@ -84,8 +97,9 @@ function Request:body()
   return body
 end
 
---- req:read(): the next piece of the body as it arrives, nil at its end;
--- or nil, msg, code, status. May block.
+--- The next piece of the body as it arrives. Blocks.
+-- @return a string, nil at the end; or nil, msg, code, status
+-- @usage for chunk in req.read, req do file:write(chunk) end
 function Request:read()
   self:_continue()
   local chunk, err, code, status = self[1]:read()
@@ -104,8 +118,8 @@ end
 
 local request_methods = { body = Request.body, read = Request.read, _continue = Request._continue }
 
---- req.query: the query string's parameters, decoded; req.query_string
--- the raw query; req.version ("1.1"): made on first use.
+-- req.query (the query string's parameters, decoded), req.query_string (the
+-- raw query) and req.version ("1.1") are made on first use.
 Request.__index = function(req, k)
   if k == "query" then
     local q = http.decode_query(req.query_string)
@@ -126,7 +140,14 @@ end
 local Response = {}
 Response.__index = Response
 
---- res:status(n): sets the status (default 200) before the head is sent.
+--- A response under construction, the handler's second argument (for
+-- handlers declared with it).
+-- @type Response
+
+--- Sets the status (default 200) before the head is sent. Never blocks.
+-- @tparam integer n 100-999
+-- @treturn Response res, for chaining
+-- @usage res:status(404):header("Content-Type", "text/plain"):finish("no")
 function Response:status(n)
   if math.type(n) ~= "integer" or n < 100 or n > 999 then argerror(1, "status", "status code expected") end
   if self._state then error("status: the response head was already sent", 2) end
@@ -134,14 +155,17 @@ function Response:status(n)
   return self
 end
 
---- res:header(name, value): sets a response header (a list of values sends
--- it several times) before the head is sent.
-function Response:header(k, v)
-  check_type(k, "string", 1, "header")
+--- Sets a response header before the head is sent. Never blocks.
+-- @tparam string name
+-- @param value a string or number, or a list of them (sent several times)
+-- @treturn Response res
+-- @usage res:header("Set-Cookie", { "a=1", "b=2" })
+function Response:header(name, value)
+  check_type(name, "string", 1, "header")
   if self._state then error("header: the response head was already sent", 2) end
   local h = self._headers
   if not h then h = {}; self._headers = h end
-  h[k] = v
+  h[name] = value
   return self
 end
 
@@ -173,9 +197,13 @@ local function written(self, ok, err, code)
   return ok, err, code
 end
 
---- res:write(chunk): sends part of the body; the head goes first, with
--- Transfer-Encoding: chunked unless a Content-Length header was set. true,
--- or nil, msg, code (the client went away). May block (backpressure).
+--- Sends part of the body; the head goes first, with
+-- `Transfer-Encoding: chunked` unless a Content-Length header was set.
+-- Blocks (backpressure, up to the server's send_timeout).
+-- @tparam string chunk
+-- @return true, or nil, msg, code (the client went away)
+-- @raise for a header that cannot be sent (CR or LF in a value ...)
+-- @usage for row in rows() do res:write(row .. "\n") end
 function Response:write(chunk)
   check_type(chunk, "string", 1, "write")
   if self._state == "done" then error("write: the response is finished", 2) end
@@ -198,9 +226,11 @@ function Response:write(chunk)
   return written(self, self._conn:stream():write(chunk))
 end
 
---- res:finish([body]): sends the rest of the response (the whole of it with
--- a Content-Length when nothing was written yet) and ends it. true, or nil,
--- msg, code. May block.
+--- Ends the response: sends it whole with a Content-Length when nothing
+-- was written yet, else the rest and the last chunk. Blocks.
+-- @tparam[opt] string body
+-- @return true, or nil, msg, code
+-- @usage res:finish("done")
 function Response:finish(body)
   check_type(body, "string", 1, "finish", true)
   if self._state == "done" then return true end
@@ -321,15 +351,22 @@ end
 local Server = {}
 Server.__index = Server
 
---- server:address(): host, port the server listens on.
+--- An HTTP server, from `http.serve`.
+-- @type Server
+
+--- Where the server listens. Never blocks.
+-- @return host, port
+-- @usage local _, port = server:address()
 function Server:address()
   return self._listener:address()
 end
 
---- server:close([timeout]): stops accepting, closes idle keep-alive
--- connections and, called from a task, waits until the requests in flight
--- are answered (their responses say `Connection: close`); after timeout
--- seconds the handlers still running are cancelled. May block.
+--- Stops accepting, closes idle keep-alive connections at once and, called
+-- from a task, waits until the requests in flight are answered (their
+-- responses say `Connection: close`); after `timeout` seconds the handlers
+-- still running are cancelled. Blocks while requests are in flight.
+-- @tparam[opt] number timeout seconds
+-- @usage loom.signal.wait("SIGTERM"); server:close(10)
 function Server:close(timeout)
   check_type(timeout, "number", 1, "close", true)
   if self._closing then return end
@@ -353,14 +390,29 @@ local function setdefault(opts, k, v)
   if opts[k] == nil then opts[k] = v end
 end
 
---- Serves HTTP/1.1 on host:port: handler(req, res) runs for each request
--- (see API.md, "HTTP"). opts: max_header_size (16 KiB: 431), max_body_size
--- (1 MiB: 413), header_timeout (10 s to send a request head: 408),
--- keepalive_timeout (5 s idle between requests), body_timeout (30 s per read
--- of a body), send_timeout (30 s for a client to take a response that does
--- not fit the send buffer), on_error (a function given each handler error
--- with its traceback; default: written to stderr), backlog, reuseport. Returns the server, or nil, msg, code.
--- May block (to resolve host).
+--- Functions.
+-- @section functions
+
+--- Serves HTTP/1.1 on host:port: `handler(req, res)` runs for each request
+-- in its connection's task (so pipelined requests are answered in order),
+-- and answers by returning `status, headers, body` (or a body string, or
+-- nothing: an empty 200) or through `res`. Keep-alive, pipelining, chunked
+-- bodies, `Expect: 100-continue`, HEAD. A handler's error gives a 500 (its
+-- traceback goes to `on_error`) and the server goes on. May block (to
+-- resolve host).
+-- @tparam string host
+-- @tparam integer port 0 picks a free one
+-- @tparam function handler `function(req [, res])`; declared without `res`,
+-- none is made (faster)
+-- @tparam[opt] table opts `max_header_size` (16 KiB: 431), `max_body_size`
+-- (1 MiB: 413), `header_timeout` (10 s: 408), `keepalive_timeout` (5 s),
+-- `body_timeout` (30 s per read), `send_timeout` (30 s), `on_error` (a
+-- function given each handler error; default: stderr), `backlog`,
+-- `reuseport`
+-- @return a Server, or nil, msg, code
+-- @usage loom.http.serve("0.0.0.0", 8080, function(req)
+--   return 200, { ["Content-Type"] = "text/plain" }, "hello " .. req.path
+-- end)
 function http.serve(host, port, handler, opts)
   check_type(host, "string", 1, "serve")
   if math.type(port) ~= "integer" then argerror(2, "serve", ("number expected, got %s"):format(port == nil and "nil" or type(port))) end
@@ -412,9 +464,15 @@ end
 
 local ClientResponse = {}
 
---- response:read(): the next piece of a streamed body (opts.stream), nil at
--- its end (the connection then returns to the pool); or nil, msg, code.
--- May block.
+--- A client's response: `status`, `headers` (lower-case names, any
+-- spelling finds them), `body` (unless streamed), `version`, `url` (after
+-- redirects).
+-- @type ClientResponse
+
+--- The next piece of a streamed body (`stream = true`); at its end the
+-- connection returns to the pool. Blocks.
+-- @return a string, nil at the end; or nil, msg, code
+-- @usage for chunk in res.read, res do out:write(chunk) end
 function ClientResponse:read()
   local lease = self._lease
   if not lease then return nil end
@@ -426,8 +484,9 @@ function ClientResponse:read()
   return nil, err, code
 end
 
---- response:close(): gives up the rest of a streamed body (its connection
--- is closed rather than reused). Also `<close>`.
+--- Gives up the rest of a streamed body (its connection is closed rather
+-- than reused). Also `<close>`. Never blocks.
+-- @usage local res <close> = assert(loom.http.get(url, { stream = true }))
 function ClientResponse:close()
   local lease = self._lease
   if lease then
@@ -585,14 +644,22 @@ local function perform(opts)
   return nil, ("too many redirects (more than %d)"):format(redirects), "EREDIRECT"
 end
 
---- http.request{method = "GET", url =, headers =, body =, query =, timeout
--- = 30, redirects = 5, stream = false, max_per_host = 64, max_body_size}:
--- a response (`status`, `headers` with case-insensitive lookup, `body`,
--- `version`, `url`; with stream, `read()` and `close()` instead of
--- `body`), or nil, msg, code ("ETIMEDOUT", "ECONNREFUSED", "EPROTO",
--- "ENOTSUP" for https ...). Connections are kept alive and pooled per host;
--- timeout covers the whole exchange (with stream, until the head). May
--- block.
+--- Client functions.
+-- @section client
+
+--- Makes an HTTP request. Connections are kept alive and pooled per host;
+-- a pooled connection the server closed meanwhile is replaced and the
+-- request retried once (idempotent methods). Blocks.
+-- @tparam table opts `url` (http only: https gives nil, "https is not
+-- supported yet", "ENOTSUP"), `method` ("GET"), `headers`, `body` (a
+-- string), `query` (a table appended to the URL), `timeout` (30 s for the
+-- whole exchange; with stream, until the head), `redirects` (5; 0 to not
+-- follow), `stream` (read the body with `res:read()`), `max_per_host` (64
+-- connections), `max_body_size`
+-- @return a ClientResponse, or nil, msg, code ("ETIMEDOUT", "ECONNREFUSED",
+-- "EPROTO", "EINVAL", "EREDIRECT", "ENOTSUP" ...)
+-- @usage local res = assert(loom.http.request{ method = "POST", url = api .. "/items",
+--   headers = { ["Content-Type"] = "application/json" }, body = json, timeout = 5 })
 function http.request(opts)
   check_type(opts, "table", 1, "request")
   check_type(opts.url, "string", 1, "request")
@@ -612,7 +679,11 @@ function http.request(opts)
   return res, err, code
 end
 
---- http.get(url [, opts]): http.request with method GET (see there).
+--- A GET request: `http.request` with `url` and `opts`. Blocks.
+-- @tparam string url
+-- @tparam[opt] table opts as request's
+-- @return a ClientResponse, or nil, msg, code
+-- @usage local res, err = loom.http.get("http://127.0.0.1:8080/health", { timeout = 2 })
 function http.get(url, opts)
   check_type(url, "string", 1, "get")
   check_type(opts, "table", 2, "get", true)
@@ -621,8 +692,9 @@ function http.get(url, opts)
   return http.request(o)
 end
 
---- http.close_idle(): closes the pooled idle client connections (for
--- instance before loom.run ends, so that none is left open).
+--- Closes the pooled idle client connections (before `loom.run` ends, so
+-- that none is left open). Never blocks.
+-- @usage loom.http.close_idle()
 function http.close_idle()
   for key, pool in pairs(pools) do
     for _, conn in ipairs(pool.idle) do conn:stream():close() end
