@@ -221,6 +221,13 @@ describe("loom.http server", function()
       assert.are.same({ 400 }, statuses(raw(port, "GET / HTTP/1.1\r\nBad Header\r\n\r\n")))
       assert.are.same({ 400 }, statuses(raw(port, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")))
       assert.are.same({ 400 }, statuses(raw(port, "\0\1\2\3 / HTTP/1.1\r\n\r\n")))
+      -- both framings at once (request smuggling) is refused
+      assert.are.same({ 400 }, statuses(raw(port, "POST / HTTP/1.1\r\nContent-Length: 3\r\n" ..
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")))
+      -- more than 100 header fields
+      local many = {}
+      for i = 1, 101 do many[i] = ("X-%d: %d\r\n"):format(i, i) end
+      assert.are.same({ 431 }, statuses(raw(port, "GET / HTTP/1.1\r\n" .. table.concat(many) .. "\r\n")))
       -- a request cut off mid-head or mid-body: the connection just closes
       local c = assert(loom.tcp.connect("127.0.0.1", port))
       c:write("GET / HTTP/1.1\r\nHo")
