@@ -33,6 +33,7 @@ typedef struct hconn {
   int begun;         /* the current message's first byte has been parsed */
   int head_done, msg_done, skip_body, discard;
   int handed;        /* the message's head was returned and next() not called again */
+  int closing;       /* the server is closing: plain requests go the general way */
   int expect;        /* the head had an Expect header */
   int err_status;    /* the status a failure maps to: 400, 408, 413, 431 */
   int last;          /* kind of the last token appended */
@@ -358,8 +359,9 @@ static hconn *checkconn(lua_State *L) {
 static int next_k(lua_State *L, int status, lua_KContext ctx);
 
 /* Parses until the next message's head is complete (first skipping the
-   body the previous message left unread), waiting for bytes as needed. */
-static int next_step(lua_State *L, hconn *hc, loom_task *t) {
+   body the previous message left unread), waiting for bytes as needed (k
+   continues after a wait). */
+static int next_step(lua_State *L, hconn *hc, loom_task *t, lua_KFunction k) {
   lstream *st = hc->st;
   for (;;) {
     if (hc->discard && hc->msg_done) { /* the leftover body is gone: on to the next message */
@@ -378,7 +380,7 @@ static int next_step(lua_State *L, hconn *hc, loom_task *t) {
     if (!st->eof) {
       uint64_t deadline = !hc->begun ? deadline_in(hc->idle_timeout)
                           : hc->discard ? deadline_in(hc->body_timeout) : hc->head_deadline;
-      return loom_stream_wait(L, t, st, deadline, next_k);
+      return loom_stream_wait(L, t, st, deadline, k);
     }
     if (!hc->begun) {
       lua_pushnil(L);
@@ -403,19 +405,22 @@ static void begin_next(hconn *hc) {
   hc->err_status = 0;
 }
 
+/* A wait for the head timed out: nil, "timeout", "ETIMEDOUT" [, 408]. */
+static int head_timeout(lua_State *L, hconn *hc) {
+  loom_fail_timeout(L);
+  if (hc->begun && !hc->discard) {
+    lua_pushinteger(L, 408);
+    return 4;
+  }
+  return 3;
+}
+
 static int next_k(lua_State *L, int status, lua_KContext ctx) {
   loom_task *t = loom_resumed(L, loom_getstate(L), ctx, next_k);
   hconn *hc = lua_touserdata(L, 1);
   (void)status;
-  if (t->timed_out) {
-    loom_fail_timeout(L);
-    if (hc->begun && !hc->discard) {
-      lua_pushinteger(L, 408);
-      return 4;
-    }
-    return 3;
-  }
-  return next_step(L, hc, t);
+  if (t->timed_out) return head_timeout(L, hc);
+  return next_step(L, hc, t, next_k);
 }
 
 /* conn:next(): the next message's head as a table (conn at [1]; requests:
@@ -431,7 +436,7 @@ static int c_next(lua_State *L) {
   loom_task *t = loom_checkrunning(L, S, "next");
   lua_settop(L, 1);
   begin_next(hc);
-  return next_step(L, hc, t);
+  return next_step(L, hc, t, next_k);
 }
 
 static int read_k(lua_State *L, int status, lua_KContext ctx);
@@ -721,7 +726,37 @@ static int send_head(lua_State *L, loom_task *t, hconn *hc, wbuf *w, int bidx) {
   b[0] = uv_buf_init(hc->wbuf, (unsigned)w->len);
   if (body && bl > 0) b[n++] = uv_buf_init((char *)body, (unsigned)bl);
   r = loom_stream_send(L, hc->st, b, n);
-  return r ? r : loom_stream_drain(L, t, hc->st);
+  return r ? r : loom_stream_drain(L, t, hc->st, NULL);
+}
+
+/* Formats a response head: status line, the headers at hidx, Date, the
+   framing for a body of bl bytes, Connection. 0, or -1 with an error message
+   pushed for headers that cannot be sent. */
+static int format_head(lua_State *L, wbuf *w, lua_Integer status, int hidx, size_t bl, int flags) {
+  const char *r = reason((int)status);
+  int given;
+  PUTLIT(w, "HTTP/1.1 ");
+  put_int(w, (size_t)status, 0);
+  put(w, " ", 1);
+  put(w, r, strlen(r));
+  PUTLIT(w, "\r\n");
+  if ((given = put_headers(L, w, hidx, flags)) < 0) return -1;
+  if (!(given & 2)) {
+    PUTLIT(w, "Date: ");
+    put(w, http_date(), 29);
+    PUTLIT(w, "\r\n");
+  }
+  if (flags & R_CHUNKED) {
+    PUTLIT(w, "Transfer-Encoding: chunked\r\n");
+  } else if (!(flags & R_RAW) && status != 204 && status != 304 && status >= 200) {
+    PUTLIT(w, "Content-Length: ");
+    put_int(w, bl, 0);
+    PUTLIT(w, "\r\n");
+  }
+  if (flags & R_CLOSE) PUTLIT(w, "Connection: close\r\n");
+  else if (flags & R_KEEP) PUTLIT(w, "Connection: keep-alive\r\n");
+  PUTLIT(w, "\r\n");
+  return 0;
 }
 
 /* conn:respond(status, headers, body, flags): writes a response head (with
@@ -733,37 +768,146 @@ static int c_respond(lua_State *L) {
   hconn *hc = checkconn(L);
   loom_task *t = loom_checkrunning(L, S, "respond");
   lua_Integer status = luaL_checkinteger(L, 2);
-  int flags = (int)luaL_optinteger(L, 5, 0), given;
+  int flags = (int)luaL_optinteger(L, 5, 0);
   size_t bl = 0;
   int has_body = !lua_isnoneornil(L, 4);
   wbuf w = {hc, 0, 0};
-  const char *r;
   if (has_body) luaL_checklstring(L, 4, &bl);
   luaL_argcheck(L, status >= 100 && status <= 999, 2, "status must be 100-999");
   lua_settop(L, 5);
-  PUTLIT(&w, "HTTP/1.1 ");
-  put_int(&w, (size_t)status, 0);
-  put(&w, " ", 1);
-  r = reason((int)status);
-  put(&w, r, strlen(r));
-  PUTLIT(&w, "\r\n");
-  if ((given = put_headers(L, &w, 3, flags)) < 0) return bad_head(L);
-  if (!(given & 2)) {
-    PUTLIT(&w, "Date: ");
-    put(&w, http_date(), 29);
-    PUTLIT(&w, "\r\n");
-  }
-  if (flags & R_CHUNKED) {
-    PUTLIT(&w, "Transfer-Encoding: chunked\r\n");
-  } else if (!(flags & R_RAW) && status != 204 && status != 304 && status >= 200) {
-    PUTLIT(&w, "Content-Length: ");
-    put_int(&w, bl, 0);
-    PUTLIT(&w, "\r\n");
-  }
-  if (flags & R_CLOSE) PUTLIT(&w, "Connection: close\r\n");
-  else if (flags & R_KEEP) PUTLIT(&w, "Connection: keep-alive\r\n");
-  PUTLIT(&w, "\r\n");
+  if (format_head(L, &w, status, 3, bl, flags) < 0) return bad_head(L);
   return send_head(L, t, hc, &w, has_body && !(flags & R_NOBODY) ? 4 : 0);
+}
+
+/* ---------------------------------------------------------------- serving */
+
+/* conn:serve(handler, msgh) runs a server connection's common case in C:
+   each plain request (see c_next) goes to handler(req) and, when it returns
+   status, headers, body, is answered here, then the next one is read. It
+   returns to the Lua layer for anything else, which takes the general path:
+     nil, msg, code [, status]     the connection ended or failed (next's)
+     req, false                    a request that is not plain: not run
+     req, true, ok, a, b, c        a plain request whose handler ran (ok,
+                                   a, b, c as xpcall's) but whose answer is
+                                   not status, headers, body (or the head
+                                   could not be formatted: false, message)
+     false, msg, code              a response could not be sent
+   The Lua loop it saves measured about 1,800 instructions of the 13,500 a
+   hello-world request took. Stack while serving: [conn, handler, msgh]. */
+static int serve_next_k(lua_State *L, int status, lua_KContext ctx);
+static int serve_handler_k(lua_State *L, int status, lua_KContext ctx);
+static int serve_drain_k(lua_State *L, int status, lua_KContext ctx);
+
+/* The handler's outcome is on the stack: [.., req, true, a, b, c] (status
+   LUA_OK) or [.., req, true, err]. Answers it and returns -1 to go on, or
+   returns the values to hand to Lua; may yield for backpressure. */
+static int serve_answer(lua_State *L, hconn *hc, loom_task *t, int status) {
+  wbuf w = {hc, 0, 0};
+  lua_Integer code;
+  size_t bl;
+  const char *body;
+  uv_buf_t b[2];
+  int r, n = 1;
+  if (status != LUA_OK) { /* req, true, false, err */
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 4;
+  }
+  code = lua_isinteger(L, 6) ? lua_tointeger(L, 6) : 0;
+  if (code < 100 || code > 999 || code == 204 || code == 304 || !lua_istable(L, 7) ||
+      lua_type(L, 8) != LUA_TSTRING || hc->closing) {
+    lua_pushboolean(L, 1);
+    lua_insert(L, 6);
+    return 6;
+  }
+  body = lua_tolstring(L, 8, &bl);
+  if (format_head(L, &w, code, 7, bl, 0) < 0) { /* req, true, false, message */
+    lua_replace(L, 6);
+    lua_settop(L, 6);
+    lua_pushboolean(L, 0);
+    lua_insert(L, 6);
+    return 4;
+  }
+  if (w.bad) return luaL_error(L, "out of memory");
+  b[0] = uv_buf_init(hc->wbuf, (unsigned)w.len);
+  if (bl > 0) b[n++] = uv_buf_init((char *)body, (unsigned)bl);
+  r = loom_stream_send(L, hc->st, b, n);
+  if (r == 1) return -1;
+  if (r == 0) return loom_stream_drain(L, t, hc->st, serve_drain_k);
+  lua_pushboolean(L, 0); /* false, msg, code */
+  lua_replace(L, -4);
+  return 3;
+}
+
+/* Runs from a parsed request (next_step's n results on top) for as long as
+   requests are plain and answers are status, headers, body. */
+static int serve_run(lua_State *L, hconn *hc, loom_task *t, int n) {
+  for (;;) {
+    int r;
+    if (n != 2 || !lua_toboolean(L, -1)) return n;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -3);
+    r = serve_answer(L, hc, t, lua_pcallk(L, 1, 3, 3, 0, serve_handler_k));
+    if (r >= 0) return r;
+    lua_settop(L, 3);
+    begin_next(hc);
+    n = next_step(L, hc, t, serve_next_k);
+  }
+}
+
+static int serve_next_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, serve_next_k);
+  hconn *hc = lua_touserdata(L, 1);
+  (void)status;
+  if (t->timed_out) return head_timeout(L, hc);
+  return serve_run(L, hc, t, next_step(L, hc, t, serve_next_k));
+}
+
+/* The handler blocked and has now returned (LUA_YIELD) or failed. */
+static int serve_handler_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_state *S = loom_getstate(L);
+  loom_task *t = S->loop->current;
+  hconn *hc = lua_touserdata(L, 1);
+  int r;
+  (void)ctx;
+  r = serve_answer(L, hc, t, status == LUA_YIELD ? LUA_OK : status);
+  if (r >= 0) return r;
+  lua_settop(L, 3);
+  begin_next(hc);
+  return serve_run(L, hc, t, next_step(L, hc, t, serve_next_k));
+}
+
+static int serve_drain_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, serve_drain_k);
+  hconn *hc = lua_touserdata(L, 1);
+  int n = loom_stream_drained(L, t, hc->st);
+  (void)status;
+  if (n) {
+    lua_pushboolean(L, 0);
+    lua_replace(L, -4);
+    return 3;
+  }
+  lua_settop(L, 3);
+  begin_next(hc);
+  return serve_run(L, hc, t, next_step(L, hc, t, serve_next_k));
+}
+
+static int c_serve(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  hconn *hc = checkconn(L);
+  loom_task *t = loom_checkrunning(L, S, "serve");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  begin_next(hc);
+  return serve_run(L, hc, t, next_step(L, hc, t, serve_next_k));
+}
+
+/* conn:set_closing(): the server is closing; plain requests are handed to
+   the Lua layer, which answers with Connection: close. */
+static int c_set_closing(lua_State *L) {
+  checkconn(L)->closing = 1;
+  return 0;
 }
 
 /* conn:request(method, target, host, headers, body): writes a request head
@@ -827,7 +971,7 @@ static int c_chunk(lua_State *L) {
   b[1] = uv_buf_init((char *)d, (unsigned)n);
   b[2] = uv_buf_init("\r\n", 2);
   r = loom_stream_send(L, hc->st, b, 3);
-  return r ? r : loom_stream_drain(L, t, hc->st);
+  return r ? r : loom_stream_drain(L, t, hc->st, NULL);
 }
 
 /* conn:stream(): the underlying loom.Stream. */
@@ -936,7 +1080,7 @@ void loom_open_http(lua_State *L) {
   static const luaL_Reg methods[] = {{"next", c_next},       {"read", c_read},       {"done", c_done}, {"info", c_info},
                                      {"respond", c_respond}, {"request", c_request}, {"chunk", c_chunk},
                                      {"expect_head", c_expect_head}, {"idle", c_idle}, {"alive", c_alive},
-                                     {"stream", c_stream},   {NULL, NULL}};
+                                     {"stream", c_stream}, {"serve", c_serve}, {"set_closing", c_set_closing},   {NULL, NULL}};
   int S = lua_absindex(L, -2), mod = S + 1, mt, i;
   lua_newtable(L); /* the headers metatable; http.lua fills in __index */
   lua_setfield(L, mod, "_http_headers_mt");

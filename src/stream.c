@@ -397,9 +397,8 @@ static int write_k(lua_State *L, int status, lua_KContext ctx) {
   loom_task *t = loom_resumed(L, S, ctx, write_k);
   lstream *st = t->waitobj;
   (void)status;
-  if (st->closed) return loom_fail_closed(L);
-  if (st->werr) return loom_fail(L, st->werr, NULL);
-  if (t->timed_out) return loom_fail_timeout(L);
+  int n = loom_stream_drained(L, t, st);
+  if (n) return n;
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -451,13 +450,22 @@ int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
 }
 
 /* Waits until the queued bytes drop below WRITE_LOW (backpressure); then
-   true, or nil, msg, code. The caller's stack is kept. */
-int loom_stream_drain(lua_State *L, loom_task *t, lstream *st) {
+   k runs (NULL: the write returns true, or nil, msg, code; another k checks
+   loom_stream_drained). The caller's stack is kept. */
+int loom_stream_drain(lua_State *L, loom_task *t, lstream *st, lua_KFunction k) {
   loom_suspend(L, t);
   t->waitobj = st;
   loom_list_append(&st->writers, &t->wait);
   if (st->timeout > 0) loom_timer_start(st->lp, &t->timer, uv_hrtime() + (uint64_t)(st->timeout * 1e9));
-  return loom_yield(L, t, write_k);
+  return loom_yield(L, t, k ? k : write_k);
+}
+
+/* After a drain wait: 0, or pushes nil, msg, code and returns 3. */
+int loom_stream_drained(lua_State *L, loom_task *t, lstream *st) {
+  if (st->closed) return loom_fail_closed(L);
+  if (st->werr) return loom_fail(L, st->werr, NULL);
+  if (t->timed_out) return loom_fail_timeout(L);
+  return 0;
 }
 
 /***
@@ -495,7 +503,7 @@ static int s_write(lua_State *L) {
   }
   r = loom_stream_send(L, st, bufs, n);
   if (bufs != stackbufs) free(bufs);
-  return r ? r : loom_stream_drain(L, t, st);
+  return r ? r : loom_stream_drain(L, t, st, NULL);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {

@@ -34,6 +34,7 @@ void loom_parse_addr(lua_State *L, int hidx, int pidx, struct sockaddr_storage *
 void loom_open_stream(lua_State *L);
 int loom_stream_wait(lua_State *L, loom_task *t, lstream *st, uint64_t deadline, lua_KFunction k);
 int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n);
-int loom_stream_drain(lua_State *L, loom_task *t, lstream *st);
+int loom_stream_drain(lua_State *L, loom_task *t, lstream *st, lua_KFunction k);
+int loom_stream_drained(lua_State *L, loom_task *t, lstream *st);
 
 #endif

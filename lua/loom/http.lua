@@ -294,10 +294,19 @@ local function serve_connection(server, st, entry)
   local info = debug.getinfo(handler, "u")
   local wants_res = info.nparams >= 2 or info.isvararg
   while true do
-    -- fast: a kept-alive HTTP/1.1 request, not HEAD, no Expect, no Upgrade
-    local req, fast, _, status = conn:next()
+    -- fast: a kept-alive HTTP/1.1 request, not HEAD, no Expect or Upgrade.
+    -- A handler without `res` gets its plain requests answered by the C
+    -- loop (conn:serve); whatever it hands back takes the general path here.
+    local req, fast, ok, a, b, c, ran
+    if not wants_res then
+      req, fast, ok, a, b, c = conn:serve(handler, traceback)
+      if req == false then break end -- a response could not be sent
+      ran = fast -- on failure: nil, msg, code, status, so the status is in a
+    else
+      req, fast, _, a = conn:next()
+    end
     if not req then
-      if status then conn:respond(status, plain, error_text[status] or "error\n", R_CLOSE) end
+      if a then conn:respond(a, plain, error_text[a] or "error\n", R_CLOSE) end
       break
     end
     if not fast then
@@ -310,21 +319,23 @@ local function serve_connection(server, st, entry)
         req._expect = true
       end
     end
-    -- a handler declared without a res parameter gets none: it answers by
-    -- returning, and one table less per request is measurably faster
     local res = wants_res and setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
-    local ok, a, b, c = xpcall(handler, traceback, req, res)
-    if fast and ok and (not res or not res._state and not res._headers) and mathtype(a) == "integer"
-        and type(b) == "table" and type(c) == "string" and a ~= 204 and a ~= 304 and not server._closing then
-      -- the common case, `return status, headers, body`, without the
-      -- general path's checks
-      local sent, err, code = conn:respond(a, b, c, 0)
-      if not sent then
-        if code ~= "EINVAL" then break end
-        log(("http handler failed (%s %s): %s"):format(req.method, req.target, err))
-        conn:respond(500, plain, error_text[500], 0)
+    local done = false
+    if not ran then
+      ok, a, b, c = xpcall(handler, traceback, req, res)
+      if fast and ok and (not res or not res._state and not res._headers) and mathtype(a) == "integer"
+          and type(b) == "table" and type(c) == "string" and a ~= 204 and a ~= 304 and not server._closing then
+        -- the common case for a handler with `res`, `return status, headers, body`
+        local sent, err, code = conn:respond(a, b, c, 0)
+        if not sent then
+          if code ~= "EINVAL" then break end
+          ok, a = false, err
+        else
+          done = true
+        end
       end
-    else
+    end
+    if not done then
       res = res or setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
       if ok then
         ok, a = pcall(finish_from, res, a, b, c)
@@ -373,6 +384,7 @@ function Server:close(timeout)
   self._closing = true
   self._listener:close()
   for entry in pairs(self._conns) do
+    if entry.conn then entry.conn:set_closing() end
     if not entry.conn or entry.conn:idle() then entry.stream:close() end
   end
   if not next(self._conns) or not core.current() then return end
