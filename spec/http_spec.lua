@@ -172,6 +172,22 @@ describe("loom.http server", function()
     end, 10)
   end)
 
+  it("closes the connection after a response when the handler says Connection: close", function()
+    run(function()
+      local srv, port = serve(function(req, res)
+        if req.path == "/res" then res:header("Connection", "close"); return "bye" end
+        return 200, { Connection = "close" }, "bye"
+      end)
+      for _, path in ipairs { "/plain", "/res" } do
+        local out = raw(port, "GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\n\r\n")
+        assert.are.same({ 200 }, statuses(out))
+        assert.matches("Connection: close\r\n", out)
+        assert.matches("\r\n\r\nbye$", out)
+      end
+      done(srv)
+    end)
+  end)
+
   it("answers HEAD with the head alone and honours Expect: 100-continue", function()
     run(function()
       local srv, port = serve(function(req)
@@ -492,6 +508,33 @@ describe("loom.http client", function()
         "bad argument #1 to 'request' (body: string expected, got number)")
       srv:close(0)
       http.close_idle()
+    end)
+  end)
+
+  it("returns nil, msg, code for garbage, truncated and reset responses", function()
+    run(function()
+      local srv = assert(loom.tcp.serve("127.0.0.1", 0, function(s)
+        local head = s:read_until("\r\n\r\n")
+        local path = head and head:match("^%u+ (%S+)")
+        if path == "/garbage" then
+          s:write("SPAM SPAM SPAM\r\n\r\n")
+        elseif path == "/short" then
+          s:write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        elseif path == "/badchunk" then
+          s:write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        end
+        -- /reset: closed without a word
+      end))
+      local _, port = srv:address()
+      local base = "http://127.0.0.1:" .. port
+      for path, want in pairs { ["/garbage"] = "EPROTO", ["/short"] = "EOF", ["/badchunk"] = "EPROTO", ["/reset"] = "EOF" } do
+        local res, msg, code = http.get(base .. path, { timeout = 2 })
+        assert.is_nil(res, path)
+        assert.is_string(msg, path)
+        assert.are.equal(want, code, path .. ": " .. tostring(msg))
+      end
+      http.close_idle()
+      srv:close()
     end)
   end)
 

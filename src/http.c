@@ -34,6 +34,7 @@ typedef struct hconn {
   int head_done, msg_done, skip_body, discard;
   int handed;        /* the message's head was returned and next() not called again */
   int closing;       /* the server is closing: plain requests go the general way */
+  int close_asked;   /* a response said Connection: close: no next message */
   int expect;        /* the head had an Expect header */
   int err_status;    /* the status a failure maps to: 400, 408, 413, 431 */
   int last;          /* kind of the last token appended */
@@ -427,14 +428,16 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
    method, target, path, upgrade when set; responses: status, version,
    keep_alive; both: headers) and whether it is a plain kept-alive
    HTTP/1.1 request (not HEAD, no Expect or Upgrade), with any body left
-   unread by the previous message skipped first. nil, msg, code [, status] on failure: status is
-   the response a server owes (400, 408, 413, 431), absent when the
-   connection just ended (eof, idle timeout). May block. */
+   unread by the previous message skipped first. nil, msg, code [, status]
+   on failure: status is the response a server owes (400, 408, 413, 431),
+   absent when the connection just ended (eof, idle timeout, or "closed"
+   once a response said Connection: close). May block. */
 static int c_next(lua_State *L) {
   loom_state *S = loom_getstate(L);
   hconn *hc = checkconn(L);
   loom_task *t = loom_checkrunning(L, S, "next");
   lua_settop(L, 1);
+  if (hc->close_asked) return loom_fail_closed(L);
   begin_next(hc);
   return next_step(L, hc, t, next_k);
 }
@@ -646,8 +649,9 @@ enum {
 };
 
 /* Writes the headers of the table at idx, skipping those the framing sets.
-   Returns which of host/date the user gave (bits 1, 2), or -1 with an error
-   message pushed for a name or value that would break the message. */
+   Returns which of host/date/"Connection: close" the user gave (bits 1, 2,
+   4), or -1 with an error message pushed for a name or value that would
+   break the message. */
 static int put_headers(lua_State *L, wbuf *w, int idx, int flags) {
   int given = 0;
   if (lua_isnoneornil(L, idx)) return 0;
@@ -677,6 +681,11 @@ static int put_headers(lua_State *L, wbuf *w, int idx, int flags) {
     }
     if (same(k, kl, "host")) given |= 1;
     if (same(k, kl, "date")) given |= 2;
+    if (same(k, kl, "connection") && lua_type(L, -1) == LUA_TSTRING) {
+      size_t vl0;
+      const char *v0 = lua_tolstring(L, -1, &vl0);
+      if (same(v0, vl0, "close")) given |= 4; /* the handler wants the connection closed */
+    }
     if (same(k, kl, "connection") || same(k, kl, "transfer-encoding") ||
         (same(k, kl, "content-length") && !(flags & R_RAW))) {
       lua_pop(L, 1);
@@ -741,6 +750,7 @@ static int format_head(lua_State *L, wbuf *w, lua_Integer status, int hidx, size
   put(w, r, strlen(r));
   PUTLIT(w, "\r\n");
   if ((given = put_headers(L, w, hidx, flags)) < 0) return -1;
+  if (given & 4) flags |= R_CLOSE;
   if (!(given & 2)) {
     PUTLIT(w, "Date: ");
     put(w, http_date(), 29);
@@ -756,7 +766,7 @@ static int format_head(lua_State *L, wbuf *w, lua_Integer status, int hidx, size
   if (flags & R_CLOSE) PUTLIT(w, "Connection: close\r\n");
   else if (flags & R_KEEP) PUTLIT(w, "Connection: keep-alive\r\n");
   PUTLIT(w, "\r\n");
-  return 0;
+  return given;
 }
 
 /* conn:respond(status, headers, body, flags): writes a response head (with
@@ -768,14 +778,15 @@ static int c_respond(lua_State *L) {
   hconn *hc = checkconn(L);
   loom_task *t = loom_checkrunning(L, S, "respond");
   lua_Integer status = luaL_checkinteger(L, 2);
-  int flags = (int)luaL_optinteger(L, 5, 0);
+  int flags = (int)luaL_optinteger(L, 5, 0), given;
   size_t bl = 0;
   int has_body = !lua_isnoneornil(L, 4);
   wbuf w = {hc, 0, 0};
   if (has_body) luaL_checklstring(L, 4, &bl);
   luaL_argcheck(L, status >= 100 && status <= 999, 2, "status must be 100-999");
   lua_settop(L, 5);
-  if (format_head(L, &w, status, 3, bl, flags) < 0) return bad_head(L);
+  if ((given = format_head(L, &w, status, 3, bl, flags)) < 0) return bad_head(L);
+  if (given & 4) hc->close_asked = 1;
   return send_head(L, t, hc, &w, has_body && !(flags & R_NOBODY) ? 4 : 0);
 }
 
@@ -821,7 +832,13 @@ static int serve_answer(lua_State *L, hconn *hc, loom_task *t, int status) {
     return 6;
   }
   body = lua_tolstring(L, 8, &bl);
-  if (format_head(L, &w, code, 7, bl, 0) < 0) { /* req, true, false, message */
+  r = format_head(L, &w, code, 7, bl, 0);
+  if (r >= 0 && (r & 4)) { /* the handler closes the connection: the general path */
+    lua_pushboolean(L, 1);
+    lua_insert(L, 6);
+    return 6;
+  }
+  if (r < 0) { /* req, true, false, message */
     lua_replace(L, 6);
     lua_settop(L, 6);
     lua_pushboolean(L, 0);
@@ -899,6 +916,7 @@ static int c_serve(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
+  if (hc->close_asked) return loom_fail_closed(L);
   begin_next(hc);
   return serve_run(L, hc, t, next_step(L, hc, t, serve_next_k));
 }
