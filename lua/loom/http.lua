@@ -33,7 +33,7 @@ headers_mt.__index = function(t, k)
 end
 
 local unescape = core._http_unescape
-local traceback, xpcall, setmetatable, rawget, mathtype = debug.traceback, xpcall, setmetatable, rawget, math.type
+local traceback, xpcall, setmetatable, rawget = debug.traceback, xpcall, setmetatable, rawget
 
 --- Decodes an application/x-www-form-urlencoded string (a query string);
 -- a repeated name keeps the last value. Never blocks.
@@ -297,17 +297,12 @@ local function serve_connection(server, st, entry)
   local info = debug.getinfo(handler, "u")
   local wants_res = info.nparams >= 2 or info.isvararg
   while true do
-    -- fast: a kept-alive HTTP/1.1 request, not HEAD, no Expect or Upgrade.
-    -- A handler without `res` gets its plain requests answered by the C
-    -- loop (conn:serve); whatever it hands back takes the general path here.
-    local req, fast, ok, a, b, c, ran
-    if not wants_res then
-      req, fast, ok, a, b, c = conn:serve(handler, traceback)
-      if req == false then break end -- a response could not be sent
-      ran = fast -- on failure: nil, msg, code, status, so the status is in a
-    else
-      req, fast, _, a = conn:next()
-    end
+    -- Plain requests (kept-alive HTTP/1.1, not HEAD, no Expect or Upgrade)
+    -- are answered by the C loop (conn:serve); whatever it hands back takes
+    -- the general path here.
+    local req, fast, ok, a, b, c, res = conn:serve(handler, traceback, server, wants_res and Response or nil)
+    if req == false then break end -- a response could not be sent
+    local ran = fast -- on failure: nil, msg, code, status, so the status is in a
     if not req then
       if a then conn:respond(a, plain, error_text[a] or "error\n", R_CLOSE) end
       break
@@ -322,42 +317,28 @@ local function serve_connection(server, st, entry)
         req._expect = true
       end
     end
-    local res = wants_res and setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
-    local done = false
     if not ran then
-      ok, a, b, c = xpcall(handler, traceback, req, res)
-      if fast and ok and (not res or not res._state and not res._headers) and mathtype(a) == "integer"
-          and type(b) == "table" and type(c) == "string" and a ~= 204 and a ~= 304 and not server._closing then
-        -- the common case for a handler with `res`, `return status, headers, body`
-        local sent, err, code = conn:respond(a, b, c, 0)
-        if not sent then
-          if code ~= "EINVAL" then break end
-          ok, a = false, err
-        else
-          done = true
-        end
-      end
+      res = setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
+      ok, a, b, c = xpcall(handler, traceback, req, wants_res and res or nil)
     end
-    if not done then
-      res = res or setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
-      if ok then
-        ok, a = pcall(finish_from, res, a, b, c)
-        if not ok then a = traceback(a, 1) end
-      end
-      if not ok then
-        if core.is_cancelled(a) then error(a, 0) end
-        -- a body that could not be read (too large, malformed, too slow)
-        -- answers with its own status; anything else is the server's fault
-        local code = req._status or 500
-        if code == 500 then
-          log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
-        end
-        if res._state then break end -- the head is out: the client can only learn by the close
-        res._code, res._headers, res._state = code, plain, nil
-        res:finish(error_text[code] or "error\n")
-      end
-      if res._failed or not res._keep or server._closing then break end
+    res = res or setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
+    if ok then
+      ok, a = pcall(finish_from, res, a, b, c)
+      if not ok then a = traceback(a, 1) end
     end
+    if not ok then
+      if core.is_cancelled(a) then error(a, 0) end
+      -- a body that could not be read (too large, malformed, too slow)
+      -- answers with its own status; anything else is the server's fault
+      local code = req._status or 500
+      if code == 500 then
+        log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
+      end
+      if res._state then break end -- the head is out: the client can only learn by the close
+      res._code, res._headers, res._state = code, plain, nil
+      res:finish(error_text[code] or "error\n")
+    end
+    if res._failed or not res._keep or server._closing then break end
   end
   st:close()
 end
