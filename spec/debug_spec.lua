@@ -58,6 +58,14 @@ describe("debug mode", function()
     assert.matches("stack traceback of task 'worker' %(spawned at [^\n]-:3%)", out)
   end)
 
+  it("rejects bad arguments", function()
+    assert.has_error(function() loom.dump(42) end, "bad argument #1 to 'dump' (file expected, got number)")
+    run(function()
+      assert.has_error(function() loom.current():traceback({}) end,
+        "bad argument #1 to 'traceback' (string expected, got table)")
+    end)
+  end)
+
   it("rejects a bad slow_step", function()
     assert.has_error(function() loom.run(function() end, { debug = true, slow_step = -1 }) end,
       "bad argument #2 to 'run' (slow_step must be a positive number of seconds)")

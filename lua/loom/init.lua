@@ -273,6 +273,9 @@ local task_info = core._task_info
 -- @treturn string the text written
 -- @usage loom.dump() -- on stderr: "main [running] at app.lua:12 ..."
 function loom.dump(out)
+  if out ~= nil and ((type(out) ~= "table" and type(out) ~= "userdata") or type(out.write) ~= "function") then
+    error(("bad argument #1 to 'dump' (file expected, got %s)"):format(typename(out)), 2)
+  end
   local tasks = core.tasks()
   local byid, children, roots = {}, {}, {}
   for _, t in ipairs(tasks) do byid[task_info(t)] = t end
