@@ -314,6 +314,19 @@ describe("loom.http server", function()
     end)
   end)
 
+  it("cancels a response stuck on a client that does not read when close times out", function()
+    run(function()
+      local big = ("y"):rep(8 * 1024 * 1024)
+      local srv, port = serve(function() return 200, {}, big end) -- send_timeout stays 30 s
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      c:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      loom.sleep(0.05) -- the response fills the socket buffers and waits
+      local t = helper.elapsed(srv.close, srv, 0.1)
+      assert(t >= 0.09 and t < 0.5, t)
+      c:close()
+    end)
+  end)
+
   it("closes gracefully: idle connections at once, requests in flight finish", function()
     run(function()
       local started = loom.event()
