@@ -648,8 +648,7 @@ enum {
   R_KEEP = 2,       /* Connection: keep-alive (an HTTP/1.0 peer) */
   R_CHUNKED = 4,    /* Transfer-Encoding: chunked, body follows in chunks */
   R_NOBODY = 8,     /* HEAD, 204, 304: the head describes a body not sent */
-  R_RAW = 16,       /* streamed body framed by the user's headers or the close */
-  R_REQUEST = 32    /* a request: Host, no Date */
+  R_RAW = 16        /* streamed body framed by the user's headers or the close */
 };
 
 /* Writes the headers of the table at idx, skipping those the framing sets.
@@ -984,7 +983,7 @@ static int c_request(lua_State *L) {
   put(&w, " ", 1);
   put(&w, target, tl);
   PUTLIT(&w, " HTTP/1.1\r\n");
-  if ((given = put_headers(L, &w, 5, R_REQUEST)) < 0) return bad_head(L);
+  if ((given = put_headers(L, &w, 5, 0)) < 0) return bad_head(L);
   if (!(given & 1)) {
     PUTLIT(&w, "Host: ");
     put(&w, host, hl);
