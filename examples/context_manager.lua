@@ -23,6 +23,7 @@ local function connect(name)
 end
 
 function Connection:query(q)
+  assert(self.open, "query on a closed connection")
   loom.sleep(0.2 * SCALE)
   if q == "bad" then error("query failed: " .. q, 0) end
   return q .. " -> 42 rows"

@@ -560,9 +560,9 @@ local function exchange(pool, u, method, opts)
   if not lease then return nil, err, code end
   local conn = lease.conn
   local ok
-  local body = opts.body
-  if body == false then body = nil end
-  ok, err, code = conn:request(method, u.target, u.hostport, opts.headers, body)
+  local payload = opts.body
+  if payload == false then payload = nil end
+  ok, err, code = conn:request(method, u.target, u.hostport, opts.headers, payload)
   if ok then
     conn:expect_head(method == "HEAD")
     local res
