@@ -26,6 +26,7 @@ build = {
     ["loom.condition"] = "lua/loom/condition.lua",
     ["loom.group"] = "lua/loom/group.lua",
     ["loom.fs"] = "lua/loom/fs.lua",
+    ["loom.args"] = "lua/loom/args.lua",
     ["loom.net"] = "lua/loom/net.lua",
     ["loom.process"] = "lua/loom/process.lua",
     ["loom.http"] = "lua/loom/http.lua",

@@ -43,13 +43,6 @@ void loom_debug_spawned(lua_State *L) {
   else lua_pop(L, 1);
 }
 
-static void push_label(lua_State *L, int idx, loom_task *t) {
-  if (loom_get_extra(L, idx, "name") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_pushfstring(L, "task-%d", (int)t->id);
-  }
-}
-
 /* Called by the scheduler in debug mode after each step of t (status: what
    lua_resume returned), before an ended task is finished: records where
    the task now waits and warns when the step took longer than the limit. */
@@ -62,7 +55,7 @@ void loom_debug_step(loom_loop *lp, loom_task *t, int status) {
   if (status == LUA_YIELD) push_where(L, t->co, 0);
   else lua_pushliteral(L, "its end");
   if (took > lp->slow_ns) {
-    push_label(L, T, t);
+    loom_push_name(L, T, t);
     if (loom_get_extra(L, T, "where") == LUA_TNIL) {
       lua_pop(L, 1);
       lua_pushliteral(L, "its start");
@@ -105,7 +98,7 @@ int loom_task_traceback(lua_State *L) {
   } else {
     static const char *const what[] = {"has not started yet", "is ready", "is running", "is waiting",
                                        "has ended (done)", "has ended (failed)", "has ended (cancelled)"};
-    push_label(L, 1, t);
+    loom_push_name(L, 1, t);
     lua_pushfstring(L, "%s%stask '%s' %s", msg ? msg : "", msg ? "\n" : "", lua_tostring(L, -1), what[t->state]);
   }
   return 1;

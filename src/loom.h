@@ -203,6 +203,7 @@ int loom_get_extra(lua_State *L, int idx, const char *k);
 void loom_set_extra(lua_State *L, int idx, const char *k);
 void loom_raise_pending(lua_State *L, loom_state *S, loom_task *t);
 void loom_report(lua_State *L, loom_task *t, int idx);
+void loom_push_name(lua_State *L, int idx, loom_task *t);
 void loom_open_task(lua_State *L);
 void loom_add_notify(lua_State *L, int tidx);
 

@@ -104,7 +104,7 @@ void loom_set_extra(lua_State *L, int idx, const char *k) {
 }
 
 /* Pushes the task's name: the one set, or "task-<id>". */
-static void push_name(lua_State *L, int idx, loom_task *t) {
+void loom_push_name(lua_State *L, int idx, loom_task *t) {
   if (loom_get_extra(L, idx, "name") == LUA_TNIL) {
     lua_pop(L, 1);
     lua_pushfstring(L, "task-%d", (int)t->id);
@@ -422,7 +422,7 @@ void loom_raise_pending(lua_State *L, loom_state *S, loom_task *t) {
 void loom_report(lua_State *L, loom_task *t, int idx) {
   const char *name, *err;
   t->unretrieved = 0;
-  push_name(L, idx, t);
+  loom_push_name(L, idx, t);
   name = lua_tostring(L, -1);
   lua_getiuservalue(L, idx, LOOM_UV_VALUE);
   err = luaL_tolstring(L, -1, NULL);
@@ -446,7 +446,7 @@ static int task_msgh(lua_State *co) {
   if (S && S->loop && S->loop->current) {
     int top = lua_gettop(co);
     loom_pushtask(co, S, S->loop->current);
-    push_name(co, top + 1, S->loop->current);
+    loom_push_name(co, top + 1, S->loop->current);
     if (loom_get_extra(co, top + 1, "spawned") == LUA_TSTRING) /* debug mode */
       lua_pushfstring(co, "'%s' (spawned at %s)", lua_tostring(co, top + 2), lua_tostring(co, top + 3));
     else
@@ -675,7 +675,7 @@ static int t_error(lua_State *L) {
 static int t_index(lua_State *L) {
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
-  if (lua_rawequal(L, 2, lua_upvalueindex(3))) push_name(L, 1, checktask(L, 1));
+  if (lua_rawequal(L, 2, lua_upvalueindex(3))) loom_push_name(L, 1, checktask(L, 1));
   return 1;
 }
 
@@ -691,7 +691,7 @@ static int t_newindex(lua_State *L) {
 
 static int t_tostring(lua_State *L) {
   loom_task *t = checktask(L, 1);
-  push_name(L, 1, t);
+  loom_push_name(L, 1, t);
   lua_pushfstring(L, "loom.Task '%s' (%s)", lua_tostring(L, -1), state_names[t->state]);
   return 1;
 }

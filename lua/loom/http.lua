@@ -13,15 +13,8 @@ local http = {}
 -- framing flags of conn:respond, as src/http.c defines them
 local R_CLOSE, R_KEEP, R_CHUNKED, R_NOBODY, R_RAW = 1, 2, 4, 8, 16
 
-local function argerror(n, fname, msg)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
-end
-
-local function check_type(v, t, n, fname, optional)
-  if (v ~= nil or not optional) and type(v) ~= t then
-    argerror(n, fname, ("%s expected, got %s"):format(t, v == nil and "nil" or type(v)))
-  end
-end
+local args = require "loom.args"
+local argerror, check_type, check_port = args.error, args.type, args.port
 
 -- Header tables hold lower-case names; any other spelling finds them too.
 local headers_mt = core._http_headers_mt
@@ -411,7 +404,7 @@ end
 -- end)
 function http.serve(host, port, handler, opts)
   check_type(host, "string", 1, "serve")
-  if math.type(port) ~= "integer" then argerror(2, "serve", ("number expected, got %s"):format(port == nil and "nil" or type(port))) end
+  check_port(port, 2, "serve")
   check_type(handler, "function", 3, "serve")
   check_type(opts, "table", 4, "serve", true)
   local o = {}

@@ -8,20 +8,8 @@ local core = require "loom.core"
 
 local tcp, unix, dns = {}, {}, {}
 
-local function argerror(n, fname, msg)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
-end
-
-local function check_type(v, t, n, fname)
-  if type(v) ~= t then argerror(n, fname, ("%s expected, got %s"):format(t, v == nil and "nil" or type(v))) end
-end
-
-local function check_port(port, n, fname)
-  if math.type(port) ~= "integer" then
-    argerror(n, fname, ("number expected, got %s"):format(port == nil and "nil" or type(port)))
-  end
-  if port < 0 or port > 65535 then argerror(n, fname, "port must be 0-65535") end
-end
+local args = require "loom.args"
+local check_type, check_port = args.type, args.port
 
 local function is_ip(host)
   return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil

@@ -9,9 +9,7 @@ local process, signal = {}, {}
 local Process = { __name = "loom.Process" }
 Process.__index = Process
 
-local function argerror(n, fname, msg)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
-end
+local argerror = require("loom.args").error
 
 local STDIO = { pipe = true, inherit = true, null = true }
 
