@@ -371,10 +371,6 @@ function Server:close(timeout)
   end
 end
 
-local function stderr_log(msg)
-  io.stderr:write("loom: ", msg, "\n")
-end
-
 local function setdefault(opts, k, v)
   if opts[k] == nil then opts[k] = v end
 end
@@ -415,37 +411,22 @@ function http.serve(host, port, handler, opts)
   setdefault(o, "keepalive_timeout", 5)
   setdefault(o, "body_timeout", 30)
   setdefault(o, "send_timeout", 30)
-  setdefault(o, "on_error", stderr_log)
+  setdefault(o, "on_error", net._log)
   local listener, err, code = net.tcp.listen(host, port, { backlog = o.backlog, reuseport = o.reuseport })
   if not listener then return nil, err, code end
   local server = setmetatable({ _listener = listener, _handler = handler, _opts = o, _conns = {},
                                 _drained = core.event() }, Server)
-  local acceptor = core.spawn(function()
-    while true do
-      local st, aerr, acode = listener:accept()
-      if st then
-        local entry = { stream = st }
-        server._conns[entry] = true
-        entry.task = core.spawn(function()
-          local ok, e = xpcall(serve_connection, debug.traceback, server, st, entry)
-          st:close()
-          server._conns[entry] = nil
-          if server._closing and not next(server._conns) then server._drained:set() end
-          if not ok and not core.is_cancelled(e) then
-            o.on_error(("http connection failed: %s"):format(tostring(e)))
-          end
-        end)
-      elseif aerr == "closed" then
-        return
-      else
-        if acode ~= "EMFILE" and acode ~= "ENFILE" then
-          o.on_error(("http accept failed: %s"):format(tostring(aerr)))
-        end
-        core.sleep(0.05)
-      end
-    end
-  end)
-  acceptor.name = "http server"
+  -- each connection is tracked while it lives, so that close can find the
+  -- idle ones and wait for the others
+  net._run_server(listener, function(st)
+    local entry = { stream = st, task = core.current() }
+    server._conns[entry] = true
+    local _ <close> = setmetatable({}, { __close = function()
+      server._conns[entry] = nil
+      if server._closing and not next(server._conns) then server._drained:set() end
+    end })
+    serve_connection(server, st, entry)
+  end, "http server", o.on_error)
   return server
 end
 

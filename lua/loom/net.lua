@@ -89,10 +89,16 @@ function tcp.listen(host, port, opts)
   return core._tcp_listen(addrs[1], port, opts.backlog, opts.reuseport)
 end
 
--- Accepts connections for ever, each handled in its own task; a handler's
--- error is logged with its traceback and its connection closed; running out
--- of descriptors (EMFILE) backs off instead of spinning.
-local function run_server(server, handler, what)
+local function stderr_log(msg)
+  io.stderr:write("loom: ", msg, "\n")
+end
+
+-- Accepts connections for ever, each handled in its own task (closed after);
+-- a handler's error goes to log (default: stderr) with its traceback;
+-- running out of descriptors (EMFILE) backs off instead of spinning. Also
+-- loom.http's acceptor.
+local function run_server(server, handler, what, log)
+  log = log or stderr_log
   core.spawn(function()
     while true do
       local st, err, code = server:accept()
@@ -101,14 +107,14 @@ local function run_server(server, handler, what)
           local ok, e = xpcall(handler, debug.traceback, st)
           st:close()
           if not ok and not core.is_cancelled(e) then
-            io.stderr:write(("loom: %s handler failed: %s\n"):format(what, tostring(e)))
+            log(("%s handler failed: %s"):format(what, tostring(e)))
           end
         end)
       elseif err == "closed" then
         return
       else
         if code ~= "EMFILE" and code ~= "ENFILE" then
-          io.stderr:write(("loom: %s accept failed: %s\n"):format(what, tostring(err)))
+          log(("%s accept failed: %s"):format(what, tostring(err)))
         end
         core.sleep(0.05)
       end
@@ -209,4 +215,4 @@ function udp.bind(host, port)
   return core._udp_bind(addrs[1], port)
 end
 
-return { tcp = tcp, unix = unix, dns = dns, udp = udp }
+return { tcp = tcp, unix = unix, dns = dns, udp = udp, _run_server = run_server, _log = stderr_log }
