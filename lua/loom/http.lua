@@ -165,10 +165,9 @@ end
 function Response:_flags(streaming)
   local req, flags = self._req, 0
   local version, keep = self._conn:info()
+  -- (a handler's own "Connection: close" is seen by conn:respond, which then
+  -- ends the connection after this response)
   keep = keep and not req.upgrade and not self._server._closing and not req._broken
-  for k, v in pairs(self._headers or {}) do -- the handler's own "Connection: close"
-    if type(k) == "string" and k:lower() == "connection" and tostring(v):lower() == "close" then keep = false end
-  end
   if keep and req._expect and not req._continued and not self._conn:done() then keep = false end
   if streaming and version == "1.0" and not self:_has_length() then keep = false end
   self._keep = keep
