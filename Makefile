@@ -22,7 +22,7 @@ build/loom/core.so: $(SRC) $(HDR)
 
 build-asan/loom/core.so: $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(CC) -O1 -g $(WARN) $(SAN) -fPIC -std=gnu11 $(shell pkg-config --cflags $(PKGS)) -shared -o $@ $(SRC) $(LIBS)
+	$(CC) -O1 -g $(WARN) $(SAN) -DLOOM_CHECKS -fPIC -std=gnu11 $(shell pkg-config --cflags $(PKGS)) -shared -o $@ $(SRC) $(LIBS)
 
 test: build/loom/core.so
 	$(BUSTED) $(BUSTED_ARGS)

@@ -113,3 +113,21 @@ describe("loom.now", function()
     assert.is_true(loom.now() - a >= 0.02)
   end)
 end)
+
+describe("the loop's one timer", function()
+  -- libuv's timer counts whole milliseconds of its own clock and can fire
+  -- just before loom's earliest deadline; it must be armed again then, or
+  -- the next poll waits for I/O alone (with a listener open: for ever).
+  it("keeps firing through thousands of sub-millisecond sleeps and timeouts with a listener open", function()
+    run(function()
+      local srv = assert(loom.tcp.listen("127.0.0.1", 0))
+      local t0 = loom.now()
+      for _ = 1, 2000 do loom.sleep(0.0005) end
+      for _ = 1, 1000 do assert.is_false((loom.timeout(0.0001, loom.sleep, 0.001))) end
+      for _ = 1, 500 do loom.sleep(0.001) end
+      -- every sleep lasted at least what it asked
+      assert.is_true(loom.now() - t0 >= 2000 * 0.0005 + 1000 * 0.0001 + 500 * 0.001)
+      srv:close()
+    end, 30)
+  end)
+end)

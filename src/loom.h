@@ -14,6 +14,17 @@
 #define LOOM_TASK "loom.Task"
 #define LOOM_CANCEL_MT "loom.Cancelled"
 
+/* Invariants checked in the checking build (make asan defines LOOM_CHECKS):
+   a broken one aborts with its text, file and line. */
+#ifdef LOOM_CHECKS
+#include <stdio.h>
+#include <stdlib.h>
+#define loom_assert(c) \
+  ((c) ? (void)0 : (fprintf(stderr, "loom: invariant broken: %s (%s:%d)\n", #c, __FILE__, __LINE__), abort()))
+#else
+#define loom_assert(c) ((void)0)
+#endif
+
 typedef struct loom_link {
   struct loom_link *prev, *next;
 } loom_link;
@@ -137,6 +148,7 @@ struct loom_loop {
   loom_link live;
   int nlive;
   int closing; /* main has ended: leftovers were cancelled */
+  int lingering; /* closed streams still flushing: loom.run waits for them */
   loom_timer **heap;
   int heap_n, heap_cap;
   uint64_t timer_seq;

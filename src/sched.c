@@ -194,7 +194,7 @@ static int driver(lua_State *L) {
   for (;;) {
     uint64_t now;
     run_ready(lp);
-    if (lp->nlive == 0) break;
+    if (lp->nlive == 0 && (lp->lingering == 0 || !uv_loop_alive(&lp->uv))) break;
     if (loom_ended(lp->main) && !lp->closing) {
       lp->closing = 1;
       cancel_all(lp);
@@ -207,6 +207,7 @@ static int driver(lua_State *L) {
       continue;
     }
     loom_timers_arm(lp, now);
+    loom_assert(lp->heap_n == 0 || uv_is_active((uv_handle_t *)&lp->timer));
     if (!uv_loop_alive(&lp->uv)) {
       deadlock(lp);
       continue;

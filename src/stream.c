@@ -1,10 +1,12 @@
 /*
  * stream.c: loom.Stream, a connected byte stream over a libuv stream (a TCP
- * socket or a Unix pipe), and loom.Server, a listening one. Owns the stream's
- * read buffer (fed from the loop's one 256 KiB read buffer; reading stays on
- * until the buffer passes a high-water mark), the write path (try the write
- * now, queue only the unsent tail, wait above a high-water mark), and the
- * handle's life (malloc'd, freed in its close callback).
+ * socket or a Unix pipe). Owns the stream's read buffer (fed from the loop's
+ * one read buffer; reading stays on until the buffer passes a high-water
+ * mark; every waiting reader looks at new bytes), the write path (try the
+ * write now, queue only the unsent tail, wait above a high-water mark), and
+ * the handle's life: a graceful close keeps the handle until the queue is
+ * flushed (bounded by the linger timer), an abort drops it; the handle is
+ * malloc'd and freed in its close callback.
  */
 
 /***
@@ -12,6 +14,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include "loom.h"
 #include "stream.h"
 
@@ -19,6 +22,7 @@
 #define WRITE_HIGH (1024 * 1024) /* write waits while more than this is queued */
 #define WRITE_LOW (256 * 1024)   /* ... until it drops below this */
 #define LINE_MAX_DEFAULT (64 * 1024)
+#define LINGER_DEFAULT 30.0 /* seconds a closed stream may take to flush */
 
 enum { WANT_ANY, WANT_BYTES, WANT_SEP, WANT_ALL, WANT_LINE, WANT_MORE };
 
@@ -42,22 +46,66 @@ static void wake_all(loom_loop *lp, loom_link *list) {
   while (!loom_list_empty(list)) loom_wake(lp, loom_container(list->next, loom_task, wait), 0);
 }
 
-/* Closes the handle (once); waiters wake and find the stream closed. The
-   userdata stays anchored until the close callback: write callbacks
-   (ECANCELED) run before it. */
-void loom_stream_shut(lstream *st) {
-  if (st->closed) return;
-  st->closed = 1;
+static void stop_reading(lstream *st);
+
+/* Closes the handle (once). The userdata stays anchored until the close
+   callback: write callbacks (ECANCELED) run before it. */
+static void close_handle(lstream *st) {
+  if (st->linger.idx >= 0) loom_timer_stop(st->lp, &st->linger);
+  if (st->flushing) {
+    st->flushing = 0;
+    st->lp->lingering--;
+  }
   if (st->s) {
     uv_close((uv_handle_t *)st->s, free_handle);
     st->s = NULL;
   }
+}
+
+/* The user's side of a close: every later call finds the stream closed and
+   the tasks blocked on it wake to "closed". */
+static void mark_closed(lstream *st) {
+  st->closed = 1;
+  stop_reading(st);
   wake_all(st->lp, &st->readers);
   wake_all(st->lp, &st->writers);
 }
 
+void loom_stream_shut(lstream *st) {
+  if (st->closed) return;
+  mark_closed(st);
+  if (st->s && st->queued > 0 && !st->werr) {
+    st->flushing = 1;
+    st->lp->lingering++;
+    loom_timer_start(st->lp, &st->linger, uv_hrtime() + (uint64_t)(st->linger_s * 1e9));
+  } else {
+    close_handle(st);
+  }
+}
+
+void loom_stream_abort(lstream *st) {
+  if (!st->closed) mark_closed(st);
+  if (st->s && st->s->type == UV_TCP && uv_tcp_close_reset((uv_tcp_t *)st->s, free_handle) == 0) {
+    st->s = NULL;
+    if (st->linger.idx >= 0) loom_timer_stop(st->lp, &st->linger);
+    if (st->flushing) {
+      st->flushing = 0;
+      st->lp->lingering--;
+    }
+    return;
+  }
+  close_handle(st);
+}
+
+static void linger_fire(loom_loop *lp, loom_timer *tm) {
+  (void)lp;
+  loom_stream_abort(loom_container(tm, lstream, linger));
+}
+
+/* loom.run's teardown: a stream nobody closed is cut, not flushed (the
+   loop is going away; its tasks were cancelled). */
 static void teardown_close(uv_handle_t *h) {
-  loom_stream_shut(h->data);
+  loom_stream_abort(h->data);
 }
 
 /* Makes a stream object for the handle hs (malloc'd, initialised on the loop)
@@ -69,6 +117,9 @@ lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx
   st->lp = lp;
   st->s = hs;
   st->line_max = LINE_MAX_DEFAULT;
+  st->linger_s = LINGER_DEFAULT;
+  st->linger.idx = -1;
+  st->linger.fire = linger_fire;
   loom_list_init(&st->readers);
   loom_list_init(&st->writers);
   hs->data = st;
@@ -114,14 +165,27 @@ static void stop_reading(lstream *st) {
   st->reading = 0;
 }
 
+/* libuv reports a reset that arrives after data as a plain end (on POLLHUP
+   after a short read it does not read again): the socket's pending error
+   tells a reset from a FIN, so a cut connection is never taken for a whole
+   one. */
+static int pending_error(uv_stream_t *s) {
+  uv_os_fd_t fd;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (s->type != UV_TCP || uv_fileno((uv_handle_t *)s, &fd) != 0) return 0;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return 0;
+  return err ? uv_translate_sys_error(err) : 0;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   lstream *st = s->data;
   loom_task *t;
   if (nread == 0) return;
   if (nread < 0) {
-    if (nread == UV_EOF)
+    if (nread == UV_EOF && (st->rerr = pending_error(s)) == 0)
       st->eof = 1;
-    else
+    else if (nread != UV_EOF)
       st->rerr = (int)nread;
     stop_reading(st);
     wake_all(st->lp, &st->readers);
@@ -142,7 +206,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     stop_reading(st);
   }
   if (st->rlen - st->rpos > READ_HIGH) stop_reading(st);
-  if (!loom_list_empty(&st->readers)) loom_wake(st->lp, loom_container(st->readers.next, loom_task, wait), 0);
+  /* every reader looks: one that takes less than arrived must not leave the
+     others asleep beside buffered bytes; one still short waits again */
+  wake_all(st->lp, &st->readers);
   loom_run_inline(st->lp);
 }
 
@@ -389,6 +455,7 @@ static void on_write(uv_write_t *req, int status) {
   st->queued -= w->len;
   if (status < 0 && status != UV_ECANCELED && st->werr == 0) st->werr = status;
   free(w);
+  if (st->flushing && (st->queued == 0 || st->werr)) close_handle(st);
   if (st->queued < WRITE_LOW || st->werr) wake_all(st->lp, &st->writers);
 }
 
@@ -561,14 +628,44 @@ static int s_shutdown(lua_State *L) {
 }
 
 /***
-Closes the stream; again is harmless; also `<close>`. A task blocked
-reading or writing it gets nil, "closed", "ECLOSED". Never blocks.
+Closes the stream gracefully; again is harmless; also `<close>`. What
+`write` accepted is still delivered: the connection ends once the queued
+bytes are flushed, in the background, or is reset if they are not within
+the linger time (`set_linger`, default 30 s). A task blocked reading or
+writing it gets nil, "closed", "ECLOSED". Never blocks.
 @function Stream:close
 @usage local s <close> = assert(loom.tcp.connect(host, port))
 */
 static int s_close(lua_State *L) {
   lstream *st = loom_checkudata(L, 1, MT);
   loom_stream_shut(st);
+  return 0;
+}
+
+/***
+Closes the stream abortively: queued bytes are dropped and a TCP peer
+sees a reset (ECONNRESET), not a clean end. Also ends a graceful close
+still flushing. Never blocks.
+@function Stream:abort
+@usage if not authorised then s:abort() return end
+*/
+static int s_abort(lua_State *L) {
+  loom_stream_abort(checkstream(L));
+  return 0;
+}
+
+/***
+How long a graceful `close` may take to flush the queued bytes before the
+stream is aborted. Never blocks.
+@function Stream:set_linger
+@tparam number seconds more than 0 (default 30)
+@usage s:set_linger(5)
+*/
+static int s_set_linger(lua_State *L) {
+  lstream *st = checkstream(L);
+  lua_Number sec = luaL_checknumber(L, 2);
+  luaL_argcheck(L, sec > 0 && sec <= 1e9, 2, "linger must be a positive number of seconds");
+  st->linger_s = sec;
   return 0;
 }
 
@@ -698,6 +795,8 @@ void loom_open_stream(lua_State *L) {
   static const luaL_Reg methods[] = {{"write", s_write},
                                      {"shutdown", s_shutdown},
                                      {"close", s_close},
+                                     {"abort", s_abort},
+                                     {"set_linger", s_set_linger},
                                      {"set_timeout", s_set_timeout},
                                      {"set_line_max", s_set_line_max},
                                      {"peername", s_peername},

@@ -19,6 +19,9 @@ typedef struct lstream {
   char *rbuf;     /* buffered bytes are rbuf[rpos, rlen) */
   size_t rcap, rlen, rpos;
   size_t queued;  /* bytes handed to uv_write and not yet written */
+  int flushing;   /* closed by its user, the handle stays open until queued is 0 */
+  loom_timer linger; /* bounds that flush: then the stream is aborted */
+  double linger_s;
   size_t line_max;
   double timeout; /* seconds for each read or write wait, 0: none */
   int want;       /* what the first reader waits for */
@@ -28,7 +31,12 @@ typedef struct lstream {
 } lstream;
 
 lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx);
+/* A graceful close: what write accepted is still delivered (the handle
+   closes once the queue is flushed, or is aborted after the linger time);
+   waiters wake and find the stream closed. */
 void loom_stream_shut(lstream *st);
+/* An abortive close: queued bytes are dropped, a TCP peer gets a reset. */
+void loom_stream_abort(lstream *st);
 int loom_push_addr(lua_State *L, const struct sockaddr *sa);
 void loom_parse_addr(lua_State *L, int hidx, int pidx, struct sockaddr_storage *ss);
 void loom_open_stream(lua_State *L);

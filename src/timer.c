@@ -80,20 +80,31 @@ void loom_timers_fire(loom_loop *lp, uint64_t now) {
   }
 }
 
+/* libuv runs due timers at the top of uv_run, before it polls: anything
+   woken here must make that poll return at once (uv_stop), and the timer must
+   be armed again for what is left in the heap, or the poll would wait for I/O
+   alone. libuv's clock may also make the timer fire a little before the
+   earliest deadline, with nothing due: re-arming covers that too. */
 static void on_timer(uv_timer_t *h) {
   loom_loop *lp = h->data;
-  loom_timers_fire(lp, uv_hrtime());
+  uint64_t now = uv_hrtime();
+  loom_timers_fire(lp, now);
+  loom_timers_arm(lp, now);
+  if (lp->ready_head) uv_stop(&lp->uv);
+  loom_assert(lp->heap_n == 0 || uv_is_active((uv_handle_t *)&lp->timer));
 }
 
-/* libuv counts in whole milliseconds of a cached clock: wait one more so the
-   wake-up is never before the deadline (no early, empty wake-ups). */
+/* Arms the libuv timer for the earliest deadline, in whole milliseconds
+   rounded up. libuv compares its own millisecond clock, so the wake-up can
+   still come a little early; on_timer then finds nothing due and arms again. */
 void loom_timers_arm(loom_loop *lp, uint64_t now) {
+  uint64_t due, ms = 0;
   if (lp->heap_n == 0) {
     uv_timer_stop(&lp->timer);
     return;
   }
-  uint64_t due = lp->heap[0]->deadline;
-  uint64_t ms = due > now ? (due - now) / 1000000 + 1 : 0;
+  due = lp->heap[0]->deadline;
+  if (due > now) ms = (due - now + 999999) / 1000000;
   lp->timer.data = lp;
   uv_update_time(&lp->uv);
   uv_timer_start(&lp->timer, on_timer, ms, 0);

@@ -288,12 +288,13 @@ local function serve_connection(server, st, entry)
   local handler, log = server._handler, o.on_error
   local info = debug.getinfo(handler, "u")
   local wants_res = info.nparams >= 2 or info.isvararg
+  local cut = false
   while true do
     -- Plain requests (kept-alive HTTP/1.1, not HEAD, no Expect or Upgrade)
     -- are answered by the C loop (conn:serve); whatever it hands back takes
     -- the general path here.
     local req, fast, ok, a, b, c, res = conn:serve(handler, traceback, server, wants_res and Response or nil)
-    if req == false then break end -- a response could not be sent
+    if req == false then cut = true break end -- a response could not be sent
     local ran = fast -- on failure: nil, msg, code, status, so the status is in a
     if not req then
       if a then conn:respond(a, plain, error_text[a] or "error\n", R_CLOSE) end
@@ -326,13 +327,15 @@ local function serve_connection(server, st, entry)
       if code == 500 then
         log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
       end
-      if res._state then break end -- the head is out: the client can only learn by the close
+      if res._state then cut = true break end -- the head is out: the client learns by the reset
       res._code, res._headers, res._state = code, plain, nil
       res:finish(error_text[code] or "error\n")
     end
-    if res._failed or not res._keep or server._closing then break end
+    if res._failed then cut = true break end
+    if not res._keep or server._closing then break end
   end
-  st:close()
+  -- a response cut short must not reach the client as a clean end
+  if cut then st:abort() else st:close() end
 end
 
 local Server = {}

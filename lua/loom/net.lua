@@ -105,7 +105,10 @@ local function run_server(server, handler, what, log)
       if st then
         core.spawn(function()
           local ok, e = xpcall(handler, debug.traceback, st)
-          st:close()
+          -- a handler that returned has said all it meant to: flush it; one
+          -- that failed or was cancelled may have stopped half-way, and its
+          -- peer must not take the truncated bytes for a whole reply
+          if ok then st:close() else st:abort() end
           if not ok and not core.is_cancelled(e) then
             log(("%s handler failed: %s"):format(what, tostring(e)))
           end

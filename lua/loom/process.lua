@@ -127,7 +127,7 @@ function process.run(spec)
     if not ok then
       p:kill("SIGKILL")
       p:wait()
-      if p.stdin then p.stdin:close() end
+      if p.stdin then p.stdin:abort() end
       return nil, ("%s: timeout"):format(argv[1]), "ETIMEDOUT"
     end
     status, signame = a, b
