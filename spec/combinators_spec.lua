@@ -292,3 +292,53 @@ describe("loom.shield", function()
     end)
   end)
 end)
+
+describe("error values", function()
+  it("pass through await, gather, all_settled, race, shield, groups and timeout unchanged", function()
+    run(function()
+      local function fails() loom.sleep(0.001); error("not found", 0) end
+      local function fails_here() loom.sleep(0.001); error("with position") end
+      local t = { code = 7 }
+      local function fails_table() loom.sleep(0.001); error(t) end
+      local checks = {
+        function(f) return loom.spawn(f):await() end,
+        function(f) return loom.gather(f, function() loom.sleep(1) end) end,
+        function(f) local r = loom.all_settled(f); error(r[1].error, 0) end,
+        function(f) return loom.race(f, function() loom.sleep(1) end) end,
+        function(f) return loom.shield(f) end,
+        function(f) return loom.group(function(g) g:spawn(f) end) end,
+        function(f) return loom.timeout(5, f) end,
+      }
+      for i, check in ipairs(checks) do
+        local ok, err = pcall(check, fails)
+        assert.is_false(ok)
+        assert.are.equal("not found", err, "check " .. i)
+        ok, err = pcall(check, fails_table)
+        assert.are.equal(t, err, "check " .. i)
+        ok, err = pcall(check, fails_here)
+        assert.matches("^spec/combinators_spec.lua:%d+: with position$", err)
+      end
+    end)
+  end)
+
+  it("gain the traceback only at loom.run's outermost re-raise", function()
+    local ok, err = pcall(loom.run, function() error("top", 0) end)
+    assert.is_false(ok)
+    assert.matches("^top\nstack traceback of task 'main':", err)
+    local t = {}
+    ok, err = pcall(loom.run, function() error(t) end)
+    assert.are.equal(t, err)
+  end)
+
+  it("a cancellation without a reason prints as 'cancelled'", function()
+    run(function()
+      local t = loom.spawn(loom.sleep, 1)
+      loom.sleep(0)
+      t:cancel()
+      local _, err = pcall(t.await, t)
+      assert.is_true(loom.is_cancelled(err))
+      assert.is_nil(rawget(err, "reason"))
+      assert.are.equal("cancelled", tostring(err))
+    end)
+  end)
+end)

@@ -35,6 +35,7 @@ void loom_newclass(lua_State *L, int S, const char *name, const luaL_Reg *method
 static int state_gc(lua_State *L) {
   loom_free_slots(lua_touserdata(L, 1));
   loom_free_scopes(lua_touserdata(L, 1));
+  loom_thread_shutdown();
   return 0;
 }
 

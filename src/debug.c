@@ -79,8 +79,9 @@ void loom_debug_step(loom_loop *lp, loom_task *t, int status) {
 
 /***
 Where the task is: the stack of a suspended task (the blocking call it
-waits in and the user's code that made it), of the running task, or a line
-saying it has not started or has ended. Never blocks.
+waits in and the user's code that made it), of the running task, of a
+failed task where it raised (its error first), or a line saying it has not
+started or has ended. Never blocks.
 @function Task:traceback
 @tparam[opt] string msg a first line
 @treturn string
@@ -95,6 +96,11 @@ int loom_task_traceback(lua_State *L) {
     luaL_traceback(L, L, msg, 1);
   } else if (t->co && (t->state == LOOM_WAITING || t->state == LOOM_READY)) {
     luaL_traceback(L, t->co, msg, 0);
+  } else if (t->state == LOOM_FAILED && loom_get_extra(L, 1, "traceback") == LUA_TSTRING) {
+    const char *err;
+    lua_getiuservalue(L, 1, LOOM_UV_VALUE); /* the error, then where it was raised */
+    err = luaL_tolstring(L, -1, NULL);
+    lua_pushfstring(L, "%s%s%s\n%s", msg ? msg : "", msg ? "\n" : "", err, lua_tostring(L, -3));
   } else {
     static const char *const what[] = {"has not started yet", "is ready", "is running", "is waiting",
                                        "has ended (done)", "has ended (failed)", "has ended (cancelled)"};

@@ -149,6 +149,8 @@ struct loom_loop {
   int nlive;
   int closing; /* main has ended: leftovers were cancelled */
   int lingering; /* closed streams still flushing: loom.run waits for them */
+  uv_async_t jobs_async; /* thread.run completions (thread.c) */
+  int jobs;              /* thread.run jobs out: jobs_async is referenced while > 0 */
   loom_timer **heap;
   int heap_n, heap_cap;
   uint64_t timer_seq;
@@ -228,6 +230,11 @@ uint64_t loom_deadline(lua_State *L, int arg);
 void loom_close_scopes(loom_loop *lp, loom_task *t);
 void loom_free_scopes(loom_state *S);
 void loom_open_timer(lua_State *L);
+
+/* thread.c */
+void loom_thread_attach(loom_loop *lp);
+void loom_thread_detach(loom_loop *lp);
+void loom_thread_shutdown(void);
 
 /* fs.c, fswatch.c */
 void loom_open_fs(lua_State *L);

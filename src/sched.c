@@ -219,7 +219,7 @@ static int driver(lua_State *L) {
 
 static void count_and_close(uv_handle_t *h, void *arg) {
   loom_loop *lp = arg;
-  if (h == (uv_handle_t *)&lp->timer) {
+  if (h == (uv_handle_t *)&lp->timer || h == (uv_handle_t *)&lp->jobs_async) {
     uv_close(h, NULL);
     return;
   }
@@ -275,6 +275,7 @@ static void abandon(loom_loop *lp) {
 }
 
 static void teardown(loom_loop *lp) {
+  loom_thread_detach(lp);
   lp->S->last_handles = 0;
   uv_walk(&lp->uv, count_and_close, lp);
   uv_run(&lp->uv, UV_RUN_DEFAULT);
@@ -314,6 +315,7 @@ int loom_run(lua_State *L) {
   lua_insert(L, 1); /* [lp, fn, args...] */
   if (uv_loop_init(&lp->uv) != 0) return luaL_error(L, "loom.run: cannot create the event loop");
   uv_timer_init(&lp->uv, &lp->timer);
+  loom_thread_attach(lp);
   lp->S = S;
   lp->L = L;
   loom_debug_setup(S, lp);
@@ -341,6 +343,14 @@ int loom_run(lua_State *L) {
   report_unretrieved(L, lua_gettop(L));
   lua_pop(L, 1);
   if (status != LUA_OK) return lua_error(L);
+  if (lp->main->state == LOOM_FAILED) { /* the outermost level: a string says where it was raised */
+    lua_settop(L, MAIN_IDX);
+    lua_getiuservalue(L, MAIN_IDX, LOOM_UV_VALUE);
+    if (lua_type(L, -1) == LUA_TSTRING && loom_get_extra(L, MAIN_IDX, "traceback") == LUA_TSTRING)
+      lua_pushfstring(L, "%s\n%s", lua_tostring(L, -2), lua_tostring(L, -1));
+    lp->main->unretrieved = 0;
+    return lua_error(L);
+  }
   base = lua_gettop(L);
   lua_getfield(L, MAIN_IDX, "result");
   lua_pushvalue(L, MAIN_IDX);

@@ -340,8 +340,9 @@ void loom_finish(loom_loop *lp, loom_task *t, int status, int nres) {
 }
 
 void loom_push_cancel_error(lua_State *L, int reason) {
+  int has = !lua_isnoneornil(L, reason); /* before the push: `reason` may be the next free slot */
   lua_createtable(L, 0, 1);
-  if (!lua_isnoneornil(L, reason)) {
+  if (has) {
     lua_pushvalue(L, reason);
     lua_setfield(L, -2, "reason");
   }
@@ -426,39 +427,51 @@ void loom_report(lua_State *L, loom_task *t, int idx) {
   name = lua_tostring(L, -1);
   lua_getiuservalue(L, idx, LOOM_UV_VALUE);
   err = luaL_tolstring(L, -1, NULL);
+  loom_get_extra(L, idx, "traceback");
   if (loom_get_extra(L, idx, "spawned") == LUA_TSTRING)
-    fprintf(stderr, "loom: task '%s' (spawned at %s) failed and nobody retrieved its error:\n%s\n", name,
-            lua_tostring(L, -1), err);
+    fprintf(stderr, "loom: task '%s' (spawned at %s) failed and nobody retrieved its error:\n%s\n%s\n", name,
+            lua_tostring(L, -1), err, lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
   else
-    fprintf(stderr, "loom: task '%s' failed and nobody retrieved its error:\n%s\n", name, err);
+    fprintf(stderr, "loom: task '%s' failed and nobody retrieved its error:\n%s\n%s\n", name, err,
+            lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
   fflush(stderr);
-  lua_pop(L, 4);
+  lua_pop(L, 5);
 }
 
-/* Adds the failing task's traceback to a string error (once: an error
-   passed on through await keeps its first traceback). */
+/* The message handler of every task body: the error value passes on
+   unchanged; the failing task's traceback is kept beside it (the task's
+   field "traceback"), for task:traceback(), the unretrieved-error report and
+   loom.run's outermost re-raise. A worker thread's traceback (thread.c),
+   when the error came from one, follows it. */
 static int task_msgh(lua_State *co) {
-  const char *msg = lua_type(co, 1) == LUA_TSTRING ? lua_tostring(co, 1) : NULL;
   loom_state *S;
-  if (msg == NULL || strstr(msg, "\nstack traceback") != NULL) return 1;
+  int T;
   lua_getfield(co, LUA_REGISTRYINDEX, "loom.state");
   S = lua_touserdata(co, -1);
-  if (S && S->loop && S->loop->current) {
-    int top = lua_gettop(co);
-    loom_pushtask(co, S, S->loop->current);
-    loom_push_name(co, top + 1, S->loop->current);
-    if (loom_get_extra(co, top + 1, "spawned") == LUA_TSTRING) /* debug mode */
-      lua_pushfstring(co, "'%s' (spawned at %s)", lua_tostring(co, top + 2), lua_tostring(co, top + 3));
-    else
-      lua_pushfstring(co, "'%s'", lua_tostring(co, top + 2));
-    lua_replace(co, top + 1);
-    lua_settop(co, top + 1);
-  } else {
-    lua_pushliteral(co, "'?'");
-  }
+  lua_pop(co, 1);
+  if (S == NULL || S->loop == NULL || S->loop->current == NULL) return 1;
+  loom_pushtask(co, S, S->loop->current);
+  T = lua_gettop(co);
+  loom_push_name(co, T, S->loop->current);
+  if (loom_get_extra(co, T, "spawned") == LUA_TSTRING) /* debug mode */
+    lua_pushfstring(co, "stack traceback of task '%s' (spawned at %s):", lua_tostring(co, T + 1),
+                    lua_tostring(co, T + 2));
+  else
+    lua_pushfstring(co, "stack traceback of task '%s':", lua_tostring(co, T + 1));
   luaL_traceback(co, co, NULL, 1);
-  lua_pushfstring(co, "%s\nstack traceback of task %s:%s", msg, lua_tostring(co, -2),
-                  lua_tostring(co, -1) + strlen("stack traceback:"));
+  lua_pushstring(co, lua_tostring(co, -1) + strlen("stack traceback:"));
+  lua_remove(co, -2);
+  if (loom_get_extra(co, T, "thread_traceback") == LUA_TSTRING) {
+    lua_pushnil(co);
+    loom_set_extra(co, T, "thread_traceback");
+    lua_pushliteral(co, "\nraised on a worker thread, whose ");
+    lua_rotate(co, -2, 1);
+  } else {
+    lua_pop(co, 1);
+  }
+  lua_concat(co, lua_gettop(co) - T - 2);
+  loom_set_extra(co, T, "traceback");
+  lua_settop(co, 1);
   return 1;
 }
 

@@ -1,17 +1,22 @@
 /*
- * thread.c: loom.thread.run — a Lua function run on a worker thread of
- * libuv's pool, each worker thread with its own Lua state (made on first
- * use, libraries opened, package.path and cpath inherited). The function
- * travels as bytecode; arguments and results are copied through a small
- * encoding (nil, booleans, numbers, strings, tables of them). Owns the job
- * (freed by whoever sees it last: the waiting task, or the completion
- * callback when the task gave up).
+ * thread.c: loom.thread.run, a Lua function run on one of loom's own worker
+ * threads, each with a persistent Lua state (standard libraries opened,
+ * package.path and cpath inherited). The pool is loom's, not libuv's: CPU
+ * work never makes file operations queue behind it. Threads start on first
+ * use (LOOM_THREADS of them, default the number of cores) and are stopped
+ * and joined, each closing its own Lua state, when the loom module is
+ * collected (at lua_close, before C modules are unloaded: a worker that
+ * loaded a C module unloads it itself, on its own thread).
+ *
+ * The function travels as bytecode; arguments, results and error values are
+ * copied through a small encoding (nil, booleans, numbers, strings, tables
+ * of them). A job belongs to the pool while queued or running and to the
+ * loop once done; a caller that gives up orphans its job (the pool frees it)
+ * and a running one is interrupted by a Lua hook at its next instruction.
  */
-
 /***
 @module loom
 */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,25 +28,6 @@ typedef struct buf {
   size_t len, cap;
   const char *err; /* set when a value cannot be copied */
 } buf;
-
-typedef struct job {
-  uv_work_t work;
-  loom_task *task; /* NULL once it gave up */
-  buf code, args, out;
-  int ok;
-  char *path, *cpath;
-} job;
-
-static pthread_key_t state_key;
-static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-
-static void close_state(void *L) {
-  lua_close(L);
-}
-
-static void make_key(void) {
-  pthread_key_create(&state_key, close_state);
-}
 
 /* ---------------------------------------------------------------- encoding */
 
@@ -194,7 +180,42 @@ static int decode_all(lua_State *L, const buf *b) {
   return n;
 }
 
-/* ---------------------------------------------------------------- jobs */
+/* ---------------------------------------------------------------- the pool */
+
+enum { J_QUEUED, J_RUNNING, J_DONE, J_TAKEN };
+
+typedef struct job {
+  struct job *next;
+  loom_task *task;  /* loop thread only */
+  buf code, args, out;
+  int ok;
+  int where;  /* J_*, under the pool's lock */
+  int orphan; /* its caller gave up, under the lock */
+  int worker; /* while running */
+  char *path, *cpath;
+} job;
+
+typedef struct worker {
+  uv_thread_t th;
+  lua_State *L;
+  job *cur;
+} worker;
+
+static struct {
+  uv_once_t once;
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  job *head, *tail; /* queued */
+  job *done;        /* finished, for the loop */
+  uv_async_t *async; /* the running loop's, NULL between runs */
+  worker *w;
+  int n, quit;
+} P = {.once = UV_ONCE_INIT};
+
+static void pool_init(void) {
+  uv_mutex_init(&P.mu);
+  uv_cond_init(&P.cv);
+}
 
 static int writer(lua_State *L, const void *p, size_t n, void *ud) {
   (void)L;
@@ -211,10 +232,9 @@ static void job_free(job *j) {
   free(j);
 }
 
-static lua_State *worker_state(job *j) {
+static lua_State *worker_state(worker *w, job *j) {
   lua_State *L;
-  pthread_once(&key_once, make_key);
-  if ((L = pthread_getspecific(state_key)) != NULL) return L;
+  if (w->L) return w->L;
   if ((L = luaL_newstate()) == NULL) return NULL;
   luaL_openlibs(L);
   lua_getglobal(L, "package");
@@ -223,68 +243,238 @@ static lua_State *worker_state(job *j) {
   lua_pushstring(L, j->cpath);
   lua_setfield(L, -2, "cpath");
   lua_pop(L, 1);
-  pthread_setspecific(state_key, L);
-  return L;
+  return w->L = L;
 }
 
-static void fail_out(job *j, const char *msg) {
-  size_t len = strlen(msg);
-  int one = 1;
+/* The hook the loop thread sets on a worker's state to stop a job whose
+   caller gave up (or the pool shutting down). */
+static void interrupt(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "thread.run: interrupted (its caller gave up)");
+}
+
+#define TRACEBACK_KEY "loom.job_traceback"
+
+/* The message handler of a job: the error value is kept as it is; its
+   traceback is set aside in the registry. */
+static int job_msgh(lua_State *L) {
+  luaL_traceback(L, L, NULL, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, TRACEBACK_KEY);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Encodes the failure out of the error value at -2 and its traceback at -1;
+   a value that cannot be copied becomes its tostring. */
+static void fail_out(lua_State *L, job *j) {
   j->ok = 0;
   j->out.len = 0;
   j->out.err = NULL;
-  put(&j->out, &one, sizeof one);
-  put_tag(&j->out, T_STR);
-  put(&j->out, &len, sizeof len);
-  put(&j->out, msg, len);
+  if (encode_all(L, lua_gettop(L) - 1, 2, &j->out) != NULL) {
+    luaL_tolstring(L, -2, NULL);
+    lua_replace(L, -3);
+    j->out.len = 0;
+    j->out.err = NULL;
+    encode_all(L, lua_gettop(L) - 1, 2, &j->out);
+  }
 }
 
-/* In a pool thread: runs the function on this thread's Lua state. */
-static void work(uv_work_t *w) {
-  job *j = loom_container(w, job, work);
-  lua_State *L = worker_state(j);
+static void fail_msg(lua_State *L, job *j, const char *msg) {
+  lua_pushstring(L, msg);
+  lua_pushnil(L);
+  fail_out(L, j);
+  lua_pop(L, 2);
+}
+
+/* Runs one job on the worker's state. */
+static void run_job(worker *w, job *j) {
+  lua_State *L = worker_state(w, j);
   int base, n;
   if (L == NULL) {
-    fail_out(j, "thread.run: cannot create a Lua state");
-    return;
+    j->ok = 0;
+    return; /* out stays empty: the loop reports it */
   }
   base = lua_gettop(L);
+  lua_pushcfunction(L, job_msgh);
   if (luaL_loadbufferx(L, j->code.p, j->code.len, "=thread", "b") != LUA_OK) {
-    fail_out(j, lua_tostring(L, -1));
+    fail_msg(L, j, lua_tostring(L, -1));
     lua_settop(L, base);
     return;
   }
   n = decode_all(L, &j->args);
-  if (lua_pcall(L, n, LUA_MULTRET, 0) != LUA_OK) {
-    fail_out(j, luaL_tolstring(L, -1, NULL));
+  if (lua_pcall(L, n, LUA_MULTRET, base + 1) != LUA_OK) {
+    lua_getfield(L, LUA_REGISTRYINDEX, TRACEBACK_KEY);
+    fail_out(L, j);
     lua_settop(L, base);
     return;
   }
   j->ok = 1;
-  if (encode_all(L, base + 1, lua_gettop(L) - base, &j->out) != NULL) {
+  if (encode_all(L, base + 2, lua_gettop(L) - base - 1, &j->out) != NULL) {
     lua_pushfstring(L, "thread.run: the results: %s", j->out.err);
-    fail_out(j, lua_tostring(L, -1));
+    j->out.len = 0;
+    j->out.err = NULL;
+    fail_msg(L, j, lua_tostring(L, -1));
   }
   lua_settop(L, base);
+  lua_gc(L, LUA_GCSTEP, 0);
 }
 
-static void done(uv_work_t *w, int status) {
-  job *j = loom_container(w, job, work);
-  (void)status;
-  if (j->task)
-    loom_wake((loom_loop *)w->loop, j->task, 0);
-  else
+static void worker_main(void *arg) {
+  worker *w = arg;
+  uv_mutex_lock(&P.mu);
+  for (;;) {
+    job *j;
+    while (!P.quit && P.head == NULL) uv_cond_wait(&P.cv, &P.mu);
+    if (P.quit) break;
+    j = P.head;
+    if ((P.head = j->next) == NULL) P.tail = NULL;
+    j->where = J_RUNNING;
+    j->worker = (int)(w - P.w);
+    w->cur = j;
+    uv_mutex_unlock(&P.mu);
+    run_job(w, j);
+    uv_mutex_lock(&P.mu);
+    w->cur = NULL;
+    if (w->L) lua_sethook(w->L, NULL, 0, 0); /* an interruption that came too late */
+    if (j->orphan) {
+      job_free(j);
+      continue;
+    }
+    j->where = J_DONE;
+    j->next = P.done;
+    P.done = j;
+    if (P.async) uv_async_send(P.async);
+  }
+  uv_mutex_unlock(&P.mu);
+  if (w->L) lua_close(w->L); /* on this thread: it unloads the C modules it loaded */
+  w->L = NULL;
+}
+
+/* Starts the threads on first use; 0 or a libuv error. Under the lock. */
+static int pool_start(void) {
+  const char *env = getenv("LOOM_THREADS");
+  int n = env && atoi(env) > 0 ? atoi(env) : (int)uv_available_parallelism(), i, rc;
+  if (P.w) return 0;
+  if (n > 256) n = 256;
+  if ((P.w = calloc((size_t)n, sizeof *P.w)) == NULL) return UV_ENOMEM;
+  P.quit = 0;
+  for (i = 0; i < n; i++) {
+    if ((rc = uv_thread_create(&P.w[i].th, worker_main, &P.w[i])) != 0) {
+      if (i == 0) {
+        free(P.w);
+        P.w = NULL;
+        return rc;
+      }
+      break;
+    }
+  }
+  P.n = i;
+  return 0;
+}
+
+/* The module's collection (lua_close): stops every worker, interrupting the
+   jobs still running, and joins them. */
+void loom_thread_shutdown(void) {
+  job *j;
+  int i;
+  if (P.w == NULL) return;
+  uv_mutex_lock(&P.mu);
+  P.quit = 1;
+  for (i = 0; i < P.n; i++)
+    if (P.w[i].cur && P.w[i].L) lua_sethook(P.w[i].L, interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  uv_cond_broadcast(&P.cv);
+  uv_mutex_unlock(&P.mu);
+  for (i = 0; i < P.n; i++) uv_thread_join(&P.w[i].th);
+  while ((j = P.head) != NULL) {
+    P.head = j->next;
     job_free(j);
+  }
+  while ((j = P.done) != NULL) {
+    P.done = j->next;
+    job_free(j);
+  }
+  P.tail = NULL;
+  free(P.w);
+  P.w = NULL;
+  P.n = 0;
+}
+
+/* In the loop: hands finished jobs to their tasks. */
+static void on_done(uv_async_t *a) {
+  loom_loop *lp = a->data;
+  job *list, *j;
+  uv_mutex_lock(&P.mu);
+  list = P.done;
+  P.done = NULL;
+  for (j = list; j; j = j->next) j->where = J_TAKEN;
+  uv_mutex_unlock(&P.mu);
+  while ((j = list) != NULL) {
+    list = j->next;
+    if (j->orphan) {
+      job_free(j);
+    } else {
+      if (--lp->jobs == 0) uv_unref((uv_handle_t *)a);
+      loom_wake(lp, j->task, 0);
+    }
+  }
+}
+
+/* loom.run's start and end: the loop's async handle receives the pool's
+   completions (referenced only while jobs are out). */
+void loom_thread_attach(loom_loop *lp) {
+  uv_async_init(&lp->uv, &lp->jobs_async, on_done);
+  lp->jobs_async.data = lp;
+  uv_unref((uv_handle_t *)&lp->jobs_async);
+  uv_once(&P.once, pool_init);
+  uv_mutex_lock(&P.mu);
+  P.async = &lp->jobs_async;
+  uv_mutex_unlock(&P.mu);
+}
+
+void loom_thread_detach(loom_loop *lp) {
+  job *list, *j;
+  (void)lp;
+  uv_mutex_lock(&P.mu);
+  P.async = NULL;
+  list = P.done; /* orphans of the tasks cancelled at the end */
+  P.done = NULL;
+  uv_mutex_unlock(&P.mu);
+  while ((j = list) != NULL) {
+    list = j->next;
+    job_free(j);
+  }
 }
 
 static void job_undo(lua_State *L, loom_loop *lp, loom_task *t) {
-  job *j = t->waitobj;
+  job *j = t->waitobj, **pp;
   (void)L;
-  (void)lp;
-  if (t->state == LOOM_WAITING)
-    j->task = NULL; /* the worker finishes; done() drops the result */
-  else
-    job_free(j);
+  uv_mutex_lock(&P.mu);
+  if (j->where != J_TAKEN && --lp->jobs == 0) uv_unref((uv_handle_t *)&lp->jobs_async);
+  switch (j->where) {
+    case J_QUEUED:
+      for (pp = &P.head; *pp != j; pp = &(*pp)->next) {}
+      *pp = j->next;
+      if (P.tail == j) {
+        P.tail = NULL;
+        for (pp = &P.head; *pp; pp = &(*pp)->next) P.tail = *pp;
+      }
+      uv_mutex_unlock(&P.mu);
+      job_free(j);
+      return;
+    case J_RUNNING: /* stopped at its next instruction; the worker frees it */
+      j->orphan = 1;
+      if (P.w[j->worker].L) lua_sethook(P.w[j->worker].L, interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+      uv_mutex_unlock(&P.mu);
+      return;
+    case J_DONE: /* on_done frees it */
+      j->orphan = 1;
+      uv_mutex_unlock(&P.mu);
+      return;
+    default: /* J_TAKEN: woken with its result, which nobody will read */
+      uv_mutex_unlock(&P.mu);
+      job_free(j);
+  }
 }
 
 static int run_k(lua_State *L, int status, lua_KContext ctx) {
@@ -294,8 +484,19 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   lua_settop(L, 0);
   if (!j->ok) {
-    decode_all(L, &j->out);
+    if (j->out.len == 0) {
+      job_free(j);
+      return luaL_error(L, "thread.run: cannot create a Lua state");
+    }
+    decode_all(L, &j->out); /* the error value, its traceback */
     job_free(j);
+    if (lua_isstring(L, 2)) {
+      loom_pushtask(L, loom_getstate(L), t);
+      lua_pushvalue(L, 2);
+      loom_set_extra(L, -2, "thread_traceback");
+      lua_pop(L, 1);
+    }
+    lua_settop(L, 1);
     return lua_error(L);
   }
   n = decode_all(L, &j->out);
@@ -309,9 +510,11 @@ libraries opened, `package.path`/`cpath` inherited) and returns its results:
 CPU-bound work and blocking C libraries, without blocking the loop.
 Arguments and results are copied (nil, booleans, numbers, strings, tables
 of them; no cycles); `fn` may capture no upvalue but `_ENV`. An error in
-`fn` is raised here with its message; cancelling the caller lets the worker
-finish and drops the result. The pool is libuv's (`LOOM_THREADS`, default
-the number of cores, at least 4). Blocks.
+`fn` is raised here as the same value (a table error stays a table; the
+worker's traceback is kept beside it, in `task:traceback()`); cancelling the
+caller interrupts `fn` at its next Lua instruction and frees the thread. The
+pool is loom's own, apart from the one file operations use (`LOOM_THREADS`
+threads, default the number of cores). Blocks.
 @function thread.run
 @tparam function fn a function without upvalues
 @param ... its arguments
@@ -335,6 +538,10 @@ static int l_thread_run(lua_State *L) {
       return luaL_error(L, "bad argument #1 to 'run' (the function may not capture upvalues: it uses '%s')", name);
   }
   t = loom_checkrunning(L, S, "thread.run");
+  loom_pushtask(L, S, t); /* a worker traceback left by an earlier, caught failure is stale */
+  lua_pushnil(L);
+  loom_set_extra(L, -2, "thread_traceback");
+  lua_pop(L, 1);
   if ((j = calloc(1, sizeof *j)) == NULL) return luaL_error(L, "thread.run: out of memory");
   lua_pushvalue(L, 1);
   lua_dump(L, writer, &j->code, 0);
@@ -349,29 +556,30 @@ static int l_thread_run(lua_State *L) {
   lua_getfield(L, -2, "cpath");
   j->cpath = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
   lua_settop(L, 0);
-  if ((rc = uv_queue_work(&S->loop->uv, &j->work, work, done)) < 0) {
+  uv_mutex_lock(&P.mu);
+  if ((rc = pool_start()) < 0) {
+    uv_mutex_unlock(&P.mu);
     job_free(j);
-    return loom_fail(L, rc, NULL);
+    return loom_fail(L, rc, "thread.run");
   }
   j->task = t;
+  j->where = J_QUEUED;
+  if (P.tail)
+    P.tail->next = j;
+  else
+    P.head = j;
+  P.tail = j;
+  uv_cond_signal(&P.cv);
+  uv_mutex_unlock(&P.mu);
+  if (S->loop->jobs++ == 0) uv_ref((uv_handle_t *)&S->loop->jobs_async);
   loom_suspend(L, t);
   t->undo = job_undo;
   t->waitobj = j;
   return loom_yield(L, t, run_k);
 }
 
-/* Expects [state, module]. Sizes libuv's pool (shared with file operations)
-   unless UV_THREADPOOL_SIZE is set: LOOM_THREADS, else the number of cores,
-   at least libuv's default of 4 (file work wants several in flight). libuv
-   reads it once, on first use. */
+/* Expects [state, module]. */
 void loom_open_thread(lua_State *L) {
-  const char *n = getenv("LOOM_THREADS");
-  if (getenv("UV_THREADPOOL_SIZE") == NULL) {
-    char size[16];
-    unsigned cores = uv_available_parallelism();
-    snprintf(size, sizeof size, "%u", cores > 4 ? cores : 4);
-    setenv("UV_THREADPOOL_SIZE", n && *n ? n : size, 0);
-  }
   lua_pushvalue(L, -2);
   lua_pushcclosure(L, l_thread_run, 1);
   lua_setfield(L, -2, "_thread_run");
