@@ -293,6 +293,28 @@ describe("loom.fs files behave as io", function()
       f:close()
     end)
   end)
+
+  it("a task cancelled just after the file's turn was handed to it passes the turn on", function()
+    run(function()
+      local f = assert(fs.open(d .. "/turns", "w+"))
+      local ts = {}
+      ts[1] = loom.spawn(function()
+        f:write("1")
+        ts[2]:cancel() -- ts[2] was just handed the turn and has not run yet
+      end)
+      for i = 2, 4 do ts[i] = loom.spawn(function() return f:write(tostring(i)) end) end
+      local ok = loom.timeout(2, function()
+        ts[1]:await()
+        assert.is_true(loom.is_cancelled(select(2, pcall(ts[2].await, ts[2]))))
+        assert(ts[3]:await())
+        assert(ts[4]:await())
+      end)
+      assert.is_true(ok, "the tasks behind a cancelled one lost their turn")
+      f:seek("set")
+      assert.are.equal("134", f:read("a"))
+      f:close()
+    end)
+  end)
 end)
 
 describe("loom.fs paths", function()

@@ -254,11 +254,22 @@ static void push_file(lua_State *L, uv_file fd, int flags) {
 
 static int read_retry(lua_State *L, int status, lua_KContext ctx);
 
+/* A waiter cancelled after the file's turn was handed to it passes the turn
+   on, or the tasks behind it would wait for ever. */
+static void turn_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  lfile *f = t->waitobj;
+  (void)L;
+  if (t->state == LOOM_READY && !f->busy && !loom_list_empty(&f->waiters))
+    loom_wake(lp, loom_container(f->waiters.next, loom_task, wait), 0);
+}
+
 /* Waits, FIFO, while another task's operation on f is in flight; k retries
    the operation from the start. Returns 0 if f is free (and now taken). */
 static int take_file(lua_State *L, loom_task *t, lfile *f, lua_KFunction k) {
   if (!f->busy && (k == read_retry || !ahead_pending(f))) return 0; /* reads use the read-ahead */
   loom_suspend(L, t);
+  t->undo = turn_undo;
+  t->waitobj = f;
   loom_list_append(&f->waiters, &t->wait);
   return loom_yield(L, t, k);
 }
