@@ -6,7 +6,7 @@
 local loom = require "loom"
 local SCALE = tonumber(os.getenv("LOOM_EXAMPLE_SCALE")) or 1
 
-loom.run(function()
+loom.run({ debug = true, slow_step = 0.05 * SCALE + 0.02 }, function()
   local t0 = loom.now()
   local ticker = loom.spawn(function()
     for i = 1, 6 do
@@ -23,4 +23,4 @@ loom.run(function()
   worker.name = "worker"
   loom.gather(ticker, worker)
   print(string.format("%5.2fs  done: the ticks around the blocking call came late", loom.now() - t0))
-end, { debug = true, slow_step = 0.05 * SCALE + 0.02 })
+end)

@@ -6,7 +6,7 @@ describe("debug mode", function()
   it("catches a blocking call inside a task with a slow-step warning naming it", function()
     local out, status = helper.lua([[
       local loom = require "loom"
-      loom.run(function()
+      loom.run({ debug = true }, function()
         local ticker = loom.spawn(function() for _ = 1, 5 do loom.sleep(0.05) end end)
         ticker.name = "ticker"
         local blocker = loom.spawn(function()
@@ -17,7 +17,7 @@ describe("debug mode", function()
         blocker.name = "blocker"
         blocker:await()
         ticker:await()
-      end, { debug = true })
+      end)
     ]])
     assert.are.equal(0, status, out)
     local ms = tonumber(out:match("slow step: task 'blocker' held the loop for (%d+) ms"))
@@ -28,30 +28,33 @@ describe("debug mode", function()
   end)
 
   it("is off by default, on with LOOM_DEBUG=1, and its limit is configurable", function()
+    -- the step is timed by the wall clock, so it spins by that clock: at
+    -- least SPIN seconds (a lower bound a busy machine cannot shorten)
     local script = [[
       local loom = require "loom"
-      loom.run(function()
-        local t0 = os.clock()
-        while os.clock() - t0 < 0.06 do end -- 60 ms of CPU in one step
-      end OPTS)
+      loom.run(OPTS function()
+        local t0 = loom.now()
+        while loom.now() - t0 < SPIN do end
+      end)
     ]]
-    local plain = script:gsub("OPTS", "")
-    assert.not_matches("slow step", helper.lua(plain))
+    local function variant(opts, spin) return (script:gsub("OPTS", opts):gsub("SPIN", spin)) end
+    assert.not_matches("slow step", helper.lua(variant("", "0.06")))
     assert.matches("slow step: task 'main' held the loop",
-      helper.lua(plain, { env = "LOOM_DEBUG=1 LOOM_DEBUG_SLOW=0.03" }))
-    assert.not_matches("slow step", helper.lua(plain, { env = "LOOM_DEBUG=1" })) -- under the default 0.1 s
+      helper.lua(variant("", "0.06"), { env = "LOOM_DEBUG=1 LOOM_DEBUG_SLOW=0.03" }))
+    -- 10 ms against the default 0.1 s: only a stall of 90 ms could flip it
+    assert.not_matches("slow step", helper.lua(variant("", "0.01"), { env = "LOOM_DEBUG=1" }))
     assert.matches("slow step: task 'main' held the loop",
-      helper.lua((script:gsub("OPTS", ", { debug = true, slow_step = 0.03 }"))))
+      helper.lua(variant("{ debug = true, slow_step = 0.03 },", "0.06")))
   end)
 
   it("shows where a task was spawned in the report of its unretrieved error", function()
     local out = helper.lua([[
       local loom = require "loom"
-      loom.run(function()
+      loom.run({ debug = true }, function()
         local t = loom.spawn(function() error("lost error") end)
         t.name = "worker"
         loom.sleep(0.01)
-      end, { debug = true })
+      end)
     ]])
     assert.matches("task 'worker' %(spawned at [^\n]-:3%) failed and nobody retrieved its error", out)
     assert.matches("lost error", out)
@@ -67,8 +70,8 @@ describe("debug mode", function()
   end)
 
   it("rejects a bad slow_step", function()
-    assert.has_error(function() loom.run(function() end, { debug = true, slow_step = -1 }) end,
-      "bad argument #2 to 'run' (slow_step must be a positive number of seconds)")
+    assert.has_error(function() loom.run({ debug = true, slow_step = -1 }, function() end) end,
+      "bad argument #1 to 'run' (slow_step must be a positive number of seconds)")
   end)
 end)
 

@@ -145,3 +145,31 @@ describe("loom.run", function()
     assert.are.equal("clean", out)
   end)
 end)
+
+describe("loom.run's options", function()
+  it("a table first is options; main gets every argument after fn, tables included", function()
+    local a, b = loom.run({}, function(t, u) return t, u end, { shutdown = 1 }, { x = 2 })
+    assert.are.same({ shutdown = 1 }, a)
+    assert.are.same({ x = 2 }, b)
+    -- a function first never takes options: a table without the old field names is an argument
+    assert.are.same({ slowish = 1 }, loom.run(function(t) return t end, { slowish = 1 }))
+  end)
+
+  it("the old form loom.run(fn, opts) still works for one release, with a warning", function()
+    local out, code = helper.lua([[
+      local loom = require "loom"
+      print(loom.run(function() return "ran" end, { debug = false }))
+    ]])
+    assert.are.equal(0, code, out)
+    assert.matches("loom.run(fn, opts) is deprecated: write loom.run(opts, fn)", out, 1, true)
+    assert.matches("ran", out, 1, true)
+  end)
+
+  it("checks the options", function()
+    assert.has_error(function() loom.run({ debgu = true }, function() end) end,
+      "bad argument #1 to 'run' (unknown option 'debgu')")
+    assert.has_error(function() loom.run({}, 42) end, "bad argument #2 to 'run' (function expected, got number)")
+    assert.has_error(function() loom.run({ shutdown_signals = "SIGINT" }, function() end) end,
+      "bad argument #1 to 'run' (shutdown_signals must be a list of signal names)")
+  end)
+end)

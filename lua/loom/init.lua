@@ -306,24 +306,69 @@ function loom.dump(out)
   return text
 end
 
+local run_options = { debug = true, slow_step = true, shutdown_signals = true }
+local warned_guess = false
+
+-- loom.run with options decided: opts is a table (possibly empty).
+local function run_with(opts, fn, ...)
+  for k in pairs(opts) do
+    if not run_options[k] then
+      error(("bad argument #1 to 'run' (unknown option '%s')"):format(tostring(k)), 3)
+    end
+  end
+  if opts.slow_step ~= nil and (type(opts.slow_step) ~= "number" or opts.slow_step <= 0) then
+    error("bad argument #1 to 'run' (slow_step must be a positive number of seconds)", 3)
+  end
+  local sigs = opts.shutdown_signals
+  if sigs ~= nil and (type(sigs) ~= "table" or #sigs == 0) then
+    error("bad argument #1 to 'run' (shutdown_signals must be a list of signal names)", 3)
+  end
+  if opts.debug ~= nil or opts.slow_step ~= nil then core._debug(opts.debug, opts.slow_step) end
+  if sigs == nil then return core_run(fn, ...) end
+  local caught
+  local results = table.pack(pcall(core_run, function(...)
+    local main = core.current()
+    local watcher = spawn(function()
+      caught = core._signal_wait(table.unpack(sigs))
+      main:cancel("signal " .. caught)
+    end)
+    watcher.name = "shutdown signals"
+    local r = table.pack(fn(...))
+    watcher:cancel()
+    return table.unpack(r, 1, r.n)
+  end, ...))
+  if caught then core._raise(caught) end
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
 --- Runs `fn(...)` as the main task on a fresh loop and returns its results;
 -- blocks the caller (it is the loop). When main ends, tasks still running
--- are cancelled and awaited and handles are closed. If main raised, the same
--- error is raised again (a string gains the task's traceback). A sole second
--- argument that is a table with a `shutdown_signals`, `debug` or `slow_step`
--- field is taken as options.
--- @tparam function fn the main task's body
--- @param ... its arguments, or the options: `shutdown_signals` (a list such
--- as `{"SIGINT", "SIGTERM"}`: on the first of them main is cancelled, its
+-- are cancelled and awaited, streams closed by then finish flushing, and
+-- handles are closed. If main raised, the same error is raised again (at
+-- this outermost level a string error gains the task's traceback).
+-- `loom.run(opts, fn, ...)` takes options first: a table first is always
+-- options, a function first never is.
+-- @tparam[opt] table opts `shutdown_signals` (a list such as
+-- `{"SIGINT", "SIGTERM"}`: on the first of them main is cancelled, its
 -- cleanup runs, the other tasks are cancelled and awaited, and the process
 -- ends by that signal, exit status 130 or 143); `debug = true` (debug mode,
 -- as LOOM_DEBUG=1: spawn locations recorded, steps longer than `slow_step`
--- seconds, default 0.1, reported on stderr)
+-- seconds, default 0.1, reported on stderr); an unknown option raises
+-- @tparam function fn the main task's body
+-- @param ... its arguments
 -- @return fn's results
 -- @raise fn's error; "a loop is already running" inside a loop
 -- @usage loom.run(function() print(loom.gather(fetch_a, fetch_b)) end)
--- loom.run(main, { shutdown_signals = { "SIGINT", "SIGTERM" } })
+-- loom.run({ shutdown_signals = { "SIGINT", "SIGTERM" } }, main)
 function loom.run(fn, ...)
+  if type(fn) == "table" then
+    local f = ...
+    if type(f) ~= "function" then
+      error(("bad argument #2 to 'run' (function expected, got %s)"):format(f == nil and "nil" or typename(f)), 2)
+    end
+    return run_with(fn, ...)
+  end
   if type(fn) ~= "function" then
     error(("bad argument #1 to 'run' (function expected, got %s)"):format(fn == nil and "nil" or typename(fn)), 2)
   end
@@ -332,30 +377,13 @@ function loom.run(fn, ...)
       (opts.shutdown_signals == nil and opts.debug == nil and opts.slow_step == nil) then
     return core_run(fn, ...)
   end
-  if opts.slow_step ~= nil and (type(opts.slow_step) ~= "number" or opts.slow_step <= 0) then
-    error("bad argument #2 to 'run' (slow_step must be a positive number of seconds)", 2)
+  -- the old form, loom.run(fn, opts): guessed from the field names; kept for
+  -- one release
+  if not warned_guess then
+    warned_guess = true
+    io.stderr:write("loom: loom.run(fn, opts) is deprecated: write loom.run(opts, fn)\n")
   end
-  core._debug(opts.debug, opts.slow_step)
-  if opts.shutdown_signals == nil then return core_run(fn) end
-  local sigs = opts.shutdown_signals
-  if type(sigs) ~= "table" or #sigs == 0 then
-    error("bad argument #2 to 'run' (shutdown_signals must be a list of signal names)", 2)
-  end
-  local caught
-  local results = table.pack(pcall(core_run, function()
-    local main = core.current()
-    local watcher = spawn(function()
-      caught = core._signal_wait(table.unpack(sigs))
-      main:cancel("signal " .. caught)
-    end)
-    watcher.name = "shutdown signals"
-    local r = table.pack(fn())
-    watcher:cancel()
-    return table.unpack(r, 1, r.n)
-  end))
-  if caught then core._raise(caught) end
-  if not results[1] then error(results[2], 0) end
-  return table.unpack(results, 2, results.n)
+  return run_with(opts, fn)
 end
 
 return loom
