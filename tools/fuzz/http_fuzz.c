@@ -26,7 +26,7 @@ static int parse_all(lua_State *L) {
     for (i = 0; i < 64; i++) {
       lua_settop(L, 1);
       if (i > 0) begin_next(hc);
-      n = next_step(L, hc, NULL);
+      n = next_step(L, hc, NULL, NULL);
       if (lua_isnil(L, -n)) break;
       lua_settop(L, 1);
       n = read_step(L, hc, NULL, 1);
