@@ -218,9 +218,9 @@ describe("loom.http server", function()
       local srv, port = serve(function(req) return 200, {}, assert(req:body()) end,
         { max_header_size = 1024, max_body_size = 100, header_timeout = 0.2 })
       assert.are.same({ 431 }, statuses(raw(port, "GET / HTTP/1.1\r\nX: " .. ("a"):rep(2000) .. "\r\n\r\n")))
-      assert.are.same({ 413 }, statuses(raw(port, "POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n")))
+      assert.are.same({ 413 }, statuses(raw(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n")))
       -- a chunked body over the limit is found while reading it
-      assert.are.same({ 413 }, statuses(raw(port, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      assert.are.same({ 413 }, statuses(raw(port, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
         "40\r\n" .. ("x"):rep(64) .. "\r\n40\r\n" .. ("x"):rep(64) .. "\r\n0\r\n\r\n")))
       local t = helper.elapsed(function()
         assert.are.same({ 408 }, statuses(raw(port, "GET / HTTP/1.1\r\nHost: slow")))
@@ -228,6 +228,70 @@ describe("loom.http server", function()
       assert(t > 0.15 and t < 1, t)
       done(srv)
     end)
+  end)
+
+  it("follows RFC 9112 on heads: Host, the version, field names, a huge chunk size, long heads", function()
+    run(function()
+      local srv, port = serve(function(req) return 200, {}, assert(req:body()) end, { max_body_size = 1000 })
+      local function status_of(req) return statuses(raw(port, req))[1] end
+      assert.are.equal(400, status_of("GET / HTTP/1.1\r\n\r\n")) -- no Host
+      assert.are.equal(400, status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"))
+      assert.are.equal(200, status_of("GET / HTTP/1.0\r\n\r\n")) -- 1.0 needs none
+      assert.are.equal(505, status_of("GET / HTTP/9.9\r\nHost: x\r\n\r\n"))
+      assert.are.equal(400, status_of("GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n"))
+      assert.are.equal(400, status_of("GET / HTTP/1.1\r\nHost: x\r\nName : v\r\n\r\n"))
+      assert.are.equal(431, status_of("GET / HTTP/1.1\r\nHost: x\r\nX:" .. (" "):rep(100000) .. "v\r\n\r\n"))
+      -- a chunk too large for the limit is refused at its size line, without waiting for it
+      local t = helper.elapsed(function()
+        local c = assert(loom.tcp.connect("127.0.0.1", port))
+        c:write("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n")
+        assert.are.equal("HTTP/1.1 413 Content Too Large", (c:read_line()))
+        c:close()
+      end)
+      assert.is_true(t < 1, t)
+      done(srv)
+    end)
+  end)
+
+  it("answers a request body that stalls past body_timeout with 408, logged as no failure", function()
+    local out = helper.lua([[
+      local loom = require "loom"
+      loom.run(function()
+        local srv = assert(loom.http.serve("127.0.0.1", 0, function(req) return 200, {}, assert(req:body()) end,
+          { body_timeout = 0.1 }))
+        local _, port = srv:address()
+        local c = assert(loom.tcp.connect("127.0.0.1", port))
+        c:write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        print("status line", c:read_line())
+        c:close(); srv:close()
+      end)
+    ]])
+    assert.matches("status line\tHTTP/1.1 408 Request Timeout", out, 1, true)
+    assert.not_matches("failed", out)
+  end)
+
+  it("answers a handler's odd return values well: finish() returned, status out of range", function()
+    local out = helper.lua([[
+      local loom = require "loom"
+      loom.run(function()
+        local srv = assert(loom.http.serve("127.0.0.1", 0, function(req, res)
+          if req.path == "/finish" then return res:finish("finished") end
+          if req.path == "/99" then return 99, {}, "x" end
+          return 1000, {}, "x"
+        end))
+        local _, port = srv:address()
+        for _, p in ipairs({ "/finish", "/99", "/1000" }) do
+          local r = assert(loom.http.get(("http://127.0.0.1:%d%s"):format(port, p)))
+          print(p, r.status, r.body)
+        end
+        loom.http.close_idle(); srv:close()
+      end)
+    ]])
+    assert.matches("/finish\t200\tfinished", out, 1, true)
+    assert.not_matches("returned a boolean", out)
+    assert.matches("/99\t500", out, 1, true)
+    assert.matches("/1000\t500", out, 1, true)
+    assert.matches("handler returned status 99 %(100%-999 expected%)", out)
   end)
 
   it("answers malformed, truncated and bad-chunk requests with 400 or a close", function()
@@ -359,7 +423,7 @@ describe("loom.http server", function()
       local srv, port, base = serve(function() return 200, {}, "x" end)
       for _ = 1, 300 do assert(http.get(base .. "/")) end
       for _ = 1, 100 do
-        assert.are.same({ 200 }, statuses(raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")))
+        assert.are.same({ 200 }, statuses(raw(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")))
       end
       done(srv)
     end, 20)
@@ -395,6 +459,63 @@ describe("loom.http server", function()
 end)
 
 describe("loom.http client", function()
+  it("skips interim 1xx responses and returns the final one", function()
+    run(function()
+      local srv = assert(loom.tcp.serve("127.0.0.1", 0, function(s)
+        while s:read_until("\r\n\r\n") do
+          s:write("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" ..
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+        end
+      end))
+      local _, port = srv:address()
+      for _ = 1, 2 do -- and the connection stays usable
+        local r = assert(http.get(("http://127.0.0.1:%d/"):format(port)))
+        assert.are.equal(200, r.status)
+        assert.are.equal("final", r.body)
+      end
+      http.close_idle(); srv:close()
+    end)
+  end)
+
+  it("gives up on an endless stream of 1xx responses", function()
+    run(function()
+      local srv = assert(loom.tcp.serve("127.0.0.1", 0, function(s)
+        s:read_until("\r\n\r\n")
+        for _ = 1, 50 do s:write("HTTP/1.1 102 Processing\r\n\r\n") end
+        loom.sleep(0.2)
+      end))
+      local _, port = srv:address()
+      local r, err, code = http.get(("http://127.0.0.1:%d/"):format(port))
+      assert.is_nil(r)
+      assert.are.equal("too many interim (1xx) responses", err)
+      assert.are.equal("EPROTO", code)
+      http.close_idle(); srv:close()
+    end)
+  end)
+
+  it("applies each request's max_body_size, on a reused connection too, with a 64 MiB default", function()
+    run(function()
+      local big = ("b"):rep(5 * 1024 * 1024)
+      local srv, _, base = serve(function(req, res)
+        if req.path == "/endless" then -- chunked, for ever
+          local chunk = ("e"):rep(1024 * 1024)
+          while res:write(chunk) do end
+          return
+        end
+        return 200, {}, big
+      end)
+      assert.are.equal(#big, #assert(http.get(base .. "/big")).body)
+      local r, err, code = http.get(base .. "/big", { max_body_size = 1000 }) -- the same pooled connection
+      assert.is_nil(r)
+      assert.are.equal("body too large", err)
+      assert.are.equal("EBODY", code)
+      r, err, code = http.get(base .. "/endless")
+      assert.is_nil(r)
+      assert.are.same({ "body too large", "EBODY" }, { err, code })
+      done(srv)
+    end, 20)
+  end)
+
   it("reuses kept-alive connections and keeps to the per-host limit", function()
     run(function()
       local conns, active, peak = 0, 0, 0

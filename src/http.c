@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <http_parser.h>
 #include "loom.h"
@@ -114,16 +115,67 @@ static int on_value(http_parser *p, const char *at, size_t n) {
   return add_token(p->data, T_VALUE, at, n);
 }
 
+/* RFC 9110's tchar: what a field name may be made of (http_parser, built
+   lenient, also lets spaces through). */
+static int is_token(const char *s, size_t n) {
+  static const char extra[] = "!#$%&'*+-.^_`|~";
+  size_t i;
+  if (n == 0) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!isalnum(c) && (c == 0 || strchr(extra, c) == NULL)) return 0;
+  }
+  return 1;
+}
+
+/* RFC 9112 on a request's head: HTTP/1.x only (505), field names that are
+   tokens, and exactly one Host in HTTP/1.1 (400). */
+static int check_request_head(hconn *hc) {
+  int i, hosts = 0;
+  if (hc->p.http_major != 1) {
+    hc->err_status = 505;
+    return -1;
+  }
+  for (i = 1; i + 1 < hc->ntok; i += 2) {
+    const char *f = hc->hbuf + hc->tok[i].off;
+    size_t n = hc->tok[i].len;
+    if (!is_token(f, n)) {
+      hc->err_status = 400;
+      return -1;
+    }
+    if (n == 4 && strncasecmp(f, "host", 4) == 0) hosts++;
+  }
+  if (hosts > 1 || (hosts == 0 && hc->p.http_minor >= 1)) {
+    hc->err_status = 400;
+    return -1;
+  }
+  return 0;
+}
+
 static int on_headers(http_parser *p) {
   hconn *hc = p->data;
   hc->head_done = 1;
   if (hc->ntok == 0) add_token(hc, T_URL, "", 0);
   if ((hc->ntok - 1) % 2) add_token(hc, T_VALUE, "", 0); /* a field without a value */
-  if (hc->kind == HTTP_REQUEST && (p->flags & F_CONTENTLENGTH) && p->content_length > hc->max_body) {
+  if (hc->kind == HTTP_REQUEST) {
+    if (check_request_head(hc) < 0) return -1;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > hc->max_body) {
+      hc->err_status = 413;
+      return -1;
+    }
+  }
+  return hc->skip_body ? 1 : 0;
+}
+
+/* A chunk that would take the body past its limit is refused at its size
+   line, before a byte of it is waited for. */
+static int on_chunk_header(http_parser *p) {
+  hconn *hc = p->data;
+  if (p->content_length > hc->max_body - hc->btotal) {
     hc->err_status = 413;
     return -1;
   }
-  return hc->skip_body ? 1 : 0;
+  return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n) {
@@ -157,6 +209,7 @@ static const http_parser_settings settings = {
     .on_headers_complete = on_headers,
     .on_body = on_body,
     .on_message_complete = on_complete,
+    .on_chunk_header = on_chunk_header,
 };
 
 /* Parses what the stream has buffered (or, at its end, tells the parser so).
@@ -179,7 +232,8 @@ static int feed(hconn *hc) {
     return 0;
   }
   if (e != HPE_OK || (hc->p.upgrade && !hc->msg_done)) {
-    if (hc->err_status == 0) hc->err_status = 400;
+    /* http_parser's own cap on a head (80 KB, however the bytes are spent) */
+    if (hc->err_status == 0) hc->err_status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
     return -1;
   }
   return 0;
@@ -191,6 +245,7 @@ static int parse_fail(lua_State *L, hconn *hc) {
   switch (hc->err_status) {
     case 431: lua_pushliteral(L, "header too large"); lua_pushliteral(L, "EHEADER"); break;
     case 413: lua_pushliteral(L, "body too large"); lua_pushliteral(L, "EBODY"); break;
+    case 505: lua_pushliteral(L, "HTTP version not supported"); lua_pushliteral(L, "EPROTO"); break;
     default:
       if (e == HPE_INVALID_EOF_STATE) {
         lua_pushliteral(L, "connection closed mid-message");
@@ -480,7 +535,12 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
   loom_task *t = loom_resumed(L, loom_getstate(L), ctx, read_k);
   hconn *hc = lua_touserdata(L, 1);
   (void)status;
-  if (t->timed_out) return loom_fail_timeout(L);
+  if (t->timed_out) { /* a request body that stalls is the client's fault: 408 */
+    loom_fail_timeout(L);
+    if (hc->kind != HTTP_REQUEST) return 3;
+    lua_pushinteger(L, 408);
+    return 4;
+  }
   return read_step(L, hc, t, lua_toboolean(L, 2));
 }
 
@@ -509,11 +569,13 @@ static int c_done(lua_State *L) {
   return 1;
 }
 
-/* conn:expect_head(flag): the next response answers a HEAD request (it has
-   no body whatever its headers say). */
+/* conn:expect_head(flag [, max_body]): the next response answers a HEAD
+   request (it has no body whatever its headers say) when flag is true; its
+   body may be at most max_body bytes (none: no limit). */
 static int c_expect_head(lua_State *L) {
   hconn *hc = checkconn(L);
   hc->skip_body = lua_toboolean(L, 2);
+  hc->max_body = lua_isnoneornil(L, 3) ? SIZE_MAX : (size_t)luaL_checkinteger(L, 3);
   return 0;
 }
 

@@ -252,8 +252,10 @@ end
 -- `status, headers, body`, or a body alone, or nothing (an empty 200).
 local function finish_from(res, a, b, c)
   if res._state == "streaming" then return res:finish() end
+  if res._state == "done" then return true end -- finished by the handler: what it returned is moot
   local ta = math.type(a)
   if ta == "integer" then
+    if a < 100 or a > 999 then error(("handler returned status %d (100-999 expected)"):format(a), 0) end
     res._code = a
     if b ~= nil and type(b) ~= "table" then
       error(("handler returned a %s as headers (table expected)"):format(type(b)), 0)
@@ -272,6 +274,7 @@ end
 local error_text = {
   [400] = "bad request\n", [408] = "request timeout\n", [413] = "request body too large\n",
   [431] = "request header fields too large\n", [500] = "internal server error\n",
+  [505] = "HTTP version not supported\n",
 }
 
 local plain = { ["content-type"] = "text/plain; charset=utf-8" }
@@ -474,6 +477,8 @@ ClientResponse.__close = ClientResponse.close
 
 local pools = {}
 local default_limit = 64
+local CLIENT_MAX_BODY = 64 * 1024 * 1024 -- a whole body in memory, unless stream = true
+local MAX_INTERIM = 10
 
 local Lease = {}
 Lease.__index = Lease
@@ -523,7 +528,7 @@ local function lease_conn(pool, host, port, opts)
     if not ok then error(st, 0) end
     return nil, err, code
   end
-  lease.conn = core._http_conn(st, "response", headers_mt, ClientResponse, nil, opts.max_body_size)
+  lease.conn = core._http_conn(st, "response", headers_mt, ClientResponse)
   return lease
 end
 
@@ -540,9 +545,16 @@ local function exchange(pool, u, method, opts)
   if payload == false then payload = nil end
   ok, err, code = conn:request(method, u.target, u.hostport, opts.headers, payload)
   if ok then
-    conn:expect_head(method == "HEAD")
+    local limit = opts.max_body_size or (not opts.stream and CLIENT_MAX_BODY) or nil
     local res
-    res, err, code = conn:next()
+    -- interim responses (100 Continue, 103 Early Hints) are skipped, a
+    -- bounded number of them; 101 is final (the connection changed hands)
+    for _ = 0, MAX_INTERIM do
+      conn:expect_head(method == "HEAD", limit)
+      res, err, code = conn:next()
+      if not res or res.status >= 200 or res.status == 101 then break end
+      res, err, code = nil, "too many interim (1xx) responses", "EPROTO"
+    end
     if res then
       if opts.stream then
         lease.moved = true
@@ -627,7 +639,9 @@ end
 -- string), `query` (a table appended to the URL), `timeout` (30 s for the
 -- whole exchange; with stream, until the head), `redirects` (5; 0 to not
 -- follow), `stream` (read the body with `res:read()`), `max_per_host` (64
--- connections), `max_body_size`
+-- connections), `max_body_size` (default 64 MiB, or none with stream;
+-- over it: nil, "body too large", "EBODY"). Interim responses (1xx but
+-- 101) are skipped.
 -- @return a ClientResponse, or nil, msg, code ("ETIMEDOUT", "ECONNREFUSED",
 -- "EPROTO", "EINVAL", "EREDIRECT", "ENOTSUP" ...)
 -- @usage local res = assert(loom.http.request{ method = "POST", url = api .. "/items",
