@@ -119,6 +119,7 @@ describe("stream:abort", function()
   it("drops queued bytes and resets the peer; close after it is harmless", function()
     run(function()
       local srv = assert(loom.tcp.serve("127.0.0.1", 0, function(s)
+        s:read_line() -- the client is connected and listening
         s:write(string.rep("a", 4 * MB))
         s:abort()
         assert.are.same({ nil, "closed", "ECLOSED" }, { s:write("x") })
@@ -126,6 +127,7 @@ describe("stream:abort", function()
       end))
       local _, port = srv:address()
       local c = assert(loom.tcp.connect("127.0.0.1", port))
+      c:write("go\n")
       loom.sleep(0.1)
       local n, code = 0, nil
       while true do

@@ -369,15 +369,57 @@ describe("running out of file descriptors", function()
         local t0 = os.clock()
         loom.sleep(0.2)
         local cpu = os.clock() - t0
-        if c then c:close() end
         for _, f in ipairs(hogs) do f:close() end
+        print("the client that waited:", c and c:read_line())
+        if c then c:close() end
         local c2 = assert(loom.tcp.connect("127.0.0.1", port))
         print("after recovery:", c2:read_line(), "cpu while starved:", cpu < 0.1)
         c2:close(); srv:close()
       end)
     ]], { env = "ulimit -n 64;" })
     assert.are.equal(0, code, out)
+    assert.matches("the client that waited:\thi", out, 1, true) -- queued, not accepted and dropped
     assert.matches("after recovery:	hi	cpu while starved:	true", out, 1, true)
+  end)
+
+  it("serves every one of 100 clients of a server limited to 32 descriptors", function()
+    local cmd = ("sh -c 'ulimit -n 32; exec env LUA_PATH=%q LUA_CPATH=%q lua5.4 -e %q'"):format(
+      package.path, package.cpath, [[
+        local loom = require "loom"
+        loom.run(function()
+          local served = 0
+          local srv = assert(loom.tcp.serve("127.0.0.1", 0, function(s)
+            local line = s:read_line()
+            loom.sleep(0.01)
+            s:write("ok ", line, "\n")
+            served = served + 1
+          end, { backlog = 200 }))
+          print(select(2, srv:address())); io.stdout:flush()
+          local t0 = loom.now()
+          while served < 100 and loom.now() - t0 < 15 do loom.sleep(0.05) end
+          srv:close()
+        end)
+      ]])
+    local p = assert(io.popen(cmd))
+    local port = p:read("n")
+    local served = 0
+    local ok = pcall(run, function()
+      local tasks = {}
+      for i = 1, 100 do
+        tasks[i] = loom.spawn(function()
+          local c = assert(loom.tcp.connect("127.0.0.1", port))
+          c:set_timeout(10)
+          c:write(i, "\n")
+          local reply = c:read_line()
+          c:close()
+          if reply == "ok " .. i then served = served + 1 end
+        end)
+      end
+      for i = 1, 100 do pcall(tasks[i].await, tasks[i]) end
+    end, 20)
+    p:close()
+    assert.is_true(ok)
+    assert.are.equal(100, served)
   end)
 end)
 

@@ -3,13 +3,23 @@
  * loom.dns (lua/loom/net.lua does the rest): getaddrinfo in the thread pool,
  * connecting one address, listening, and the loom.Server object whose
  * accept hands each connection to a waiting task.
+ *
+ * Servers accept by themselves rather than through uv_listen: libuv, out of
+ * descriptors, accepts and closes the waiting connections (its EMFILE
+ * trick), while a server should leave them queued in the backlog and take
+ * them once descriptors free up. So the socket is bound by libuv, listened
+ * on and accepted from here, and watched with a uv_poll_t only while a task
+ * waits in accept and nothing is ready.
  */
 
 /***
 @module loom.net
 */
+#define _GNU_SOURCE /* accept4 */
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include "loom.h"
 #include "stream.h"
@@ -17,13 +27,13 @@
 #define LOOM_SERVER "loom.Server"
 
 typedef struct server {
-  loom_handle h; /* first: teardown closes an open server through it */
-  uv_stream_t *s;
+  loom_handle h;  /* first: teardown closes an open server through it */
+  uv_stream_t *s; /* bound, listening: owns the socket */
+  uv_poll_t *poll; /* readiness of the listening socket */
+  uv_os_fd_t fd;
   loom_loop *lp;
   int ref;
-  int closed, pipe;
-  int pending; /* a connection libuv holds until we accept it */
-  int err;     /* an accept failure to report (EMFILE ...) */
+  int closed, pipe, polling;
   loom_link acceptors;
 } server;
 
@@ -231,6 +241,10 @@ static int l_pipe_connect(lua_State *L) {
 static void server_shut(lua_State *L, server *srv) {
   if (srv->closed) return;
   srv->closed = 1;
+  if (srv->poll) {
+    uv_close((uv_handle_t *)srv->poll, free_handle);
+    srv->poll = NULL;
+  }
   if (srv->s) {
     uv_close((uv_handle_t *)srv->s, free_handle);
     srv->s = NULL;
@@ -246,12 +260,14 @@ static void server_teardown(uv_handle_t *h) {
   server_shut(srv->lp->L, srv);
 }
 
-static void on_connection(uv_stream_t *s, int status) {
-  server *srv = s->data;
-  if (status < 0)
-    srv->err = status;
-  else
-    srv->pending = 1;
+/* A connection is waiting: the acceptors try, and polling stops until one
+   of them finds the queue empty again (level-triggered, it would spin). */
+static void on_readable(uv_poll_t *p, int status, int events) {
+  server *srv = p->data;
+  (void)status;
+  (void)events;
+  uv_poll_stop(p);
+  srv->polling = 0;
   if (!loom_list_empty(&srv->acceptors))
     loom_wake(srv->lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
 }
@@ -262,6 +278,33 @@ static server *checkserver(lua_State *L) {
 
 static int accept_k(lua_State *L, int status, lua_KContext ctx);
 
+/* Wraps an accepted descriptor in a stream and pushes it; 1, or loom_fail's
+   values. */
+static int wrap_accepted(lua_State *L, loom_state *S, server *srv, int fd) {
+  uv_stream_t *c = malloc(srv->pipe ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
+  int rc;
+  if (c == NULL) {
+    close(fd);
+    return luaL_error(L, "accept: out of memory");
+  }
+  if (srv->pipe) {
+    uv_pipe_init(&S->loop->uv, (uv_pipe_t *)c, 0);
+    rc = uv_pipe_open((uv_pipe_t *)c, fd);
+  } else {
+    uv_tcp_init(&S->loop->uv, (uv_tcp_t *)c);
+    rc = uv_tcp_open((uv_tcp_t *)c, fd);
+  }
+  if (rc < 0) {
+    close(fd);
+    c->data = NULL;
+    uv_close((uv_handle_t *)c, free_handle);
+    return loom_fail(L, rc, NULL);
+  }
+  if (!srv->pipe) uv_tcp_nodelay((uv_tcp_t *)c, 1);
+  loom_stream_new(L, S->loop, c, STREAM_MT);
+  return 1;
+}
+
 /***
 A listening socket, from `tcp.listen`, `tcp.serve` (and the `unix`
 ones).
@@ -269,7 +312,9 @@ ones).
 */
 
 /***
-The next connection (with TCP_NODELAY on). Blocks.
+The next connection (with TCP_NODELAY on). Blocks. Out of descriptors it
+returns "EMFILE" and leaves the waiting connections queued (none is
+accepted and dropped): call again once descriptors free up.
 @function Server:accept
 @return a Stream, or nil, msg, code ("closed" once the server is closed;
 "EMFILE" when out of descriptors)
@@ -279,30 +324,17 @@ static int sv_accept(lua_State *L) {
   loom_state *S = loom_getstate(L);
   server *srv = checkserver(L);
   loom_task *t = loom_checkrunning(L, S, "accept");
+  int fd, rc;
   if (srv->closed) return loom_fail_closed(L);
-  if (srv->pending) {
-    uv_stream_t *c = malloc(srv->pipe ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
-    int rc;
-    if (c == NULL) return luaL_error(L, "accept: out of memory");
-    if (srv->pipe)
-      uv_pipe_init(&S->loop->uv, (uv_pipe_t *)c, 0);
-    else
-      uv_tcp_init(&S->loop->uv, (uv_tcp_t *)c);
-    srv->pending = 0;
-    rc = uv_accept(srv->s, c);
-    if (rc < 0) {
-      c->data = NULL;
-      uv_close((uv_handle_t *)c, free_handle);
-      return loom_fail(L, rc, NULL);
-    }
-    if (!srv->pipe) uv_tcp_nodelay((uv_tcp_t *)c, 1);
-    loom_stream_new(L, S->loop, c, STREAM_MT);
-    return 1;
+  if (loom_list_empty(&srv->acceptors)) { /* first come, first served */
+    do fd = accept4(srv->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+    if (fd >= 0) return wrap_accepted(L, S, srv, fd);
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return loom_fail(L, uv_translate_sys_error(errno), NULL);
   }
-  if (srv->err) {
-    int rc = srv->err;
-    srv->err = 0;
-    return loom_fail(L, rc, NULL);
+  if (!srv->polling) {
+    if ((rc = uv_poll_start(srv->poll, UV_READABLE, on_readable)) < 0) return loom_fail(L, rc, NULL);
+    srv->polling = 1;
   }
   lua_settop(L, 1);
   loom_suspend(L, t);
@@ -311,9 +343,15 @@ static int sv_accept(lua_State *L) {
 }
 
 static int accept_k(lua_State *L, int status, lua_KContext ctx) {
+  server *srv = lua_touserdata(L, 1);
+  int r;
   (void)status;
   loom_resumed(L, loom_getstate(L), ctx, accept_k);
-  return sv_accept(L);
+  r = sv_accept(L);
+  /* the next acceptor in line tries too: several connections may wait */
+  if (r == 1 && lua_type(L, -1) == LUA_TUSERDATA && !loom_list_empty(&srv->acceptors) && !srv->polling)
+    loom_wake(srv->lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
+  return r;
 }
 
 /***
@@ -365,6 +403,7 @@ static server *new_server(lua_State *L, loom_state *S, uv_stream_t *hs, int pipe
   srv->lp = S->loop;
   srv->pipe = pipe;
   srv->ref = LUA_NOREF;
+  srv->fd = -1;
   loom_list_init(&srv->acceptors);
   hs->data = srv;
   lua_pushvalue(L, MT);
@@ -373,11 +412,18 @@ static server *new_server(lua_State *L, loom_state *S, uv_stream_t *hs, int pipe
 }
 
 static int listen_on(lua_State *L, server *srv, int backlog) {
-  int rc = uv_listen(srv->s, backlog, on_connection);
+  int rc = uv_fileno((uv_handle_t *)srv->s, &srv->fd);
+  if (rc == 0 && listen(srv->fd, backlog) < 0) rc = uv_translate_sys_error(errno);
+  if (rc == 0 && (srv->poll = malloc(sizeof *srv->poll)) == NULL) rc = UV_ENOMEM;
+  if (rc == 0 && (rc = uv_poll_init_socket(&srv->lp->uv, srv->poll, srv->fd)) < 0) {
+    free(srv->poll);
+    srv->poll = NULL;
+  }
   if (rc < 0) {
     server_shut(L, srv);
     return loom_fail(L, rc, NULL);
   }
+  srv->poll->data = srv;
   lua_pushvalue(L, -1);
   srv->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
@@ -404,6 +450,13 @@ static int l_tcp_listen(lua_State *L) {
     if (uv_fileno((uv_handle_t *)h, &fd) == 0) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
   }
   rc = uv_tcp_bind(h, (struct sockaddr *)&ss, 0);
+  if (rc == 0) { /* libuv defers EADDRINUSE to uv_listen: an unbound socket still has port 0 */
+    struct sockaddr_storage got;
+    int len = sizeof got;
+    if (uv_tcp_getsockname(h, (struct sockaddr *)&got, &len) < 0 ||
+        ((struct sockaddr_in *)&got)->sin_port == 0) /* sin6_port is at the same place */
+      rc = UV_EADDRINUSE;
+  }
   if (rc < 0) {
     server_shut(L, srv);
     return loom_fail(L, rc, lua_tostring(L, 1));
