@@ -349,6 +349,65 @@ describe("loom.udp", function()
   end)
 end)
 
+describe("max_connections", function()
+  it("pauses accepting at the limit; waiting clients are served as connections end", function()
+    run(function()
+      local active, peak, served = 0, 0, 0
+      local srv = assert(loom.tcp.serve("127.0.0.1", 0, function(s)
+        active = active + 1
+        peak = math.max(peak, active)
+        s:read_line()
+        loom.sleep(0.02)
+        s:write("done\n")
+        active = active - 1
+        served = served + 1
+      end, { max_connections = 2 }))
+      local _, port = srv:address()
+      local ts = {}
+      for i = 1, 6 do
+        ts[i] = loom.spawn(function()
+          local c = assert(loom.tcp.connect("127.0.0.1", port))
+          c:write("x\n")
+          local r = c:read_line()
+          c:close()
+          return r
+        end)
+      end
+      for i = 1, 6 do assert.are.equal("done", ts[i]:await()) end
+      assert.are.equal(6, served)
+      assert.are.equal(2, peak)
+      srv:close()
+      assert.has_error(function() loom.tcp.serve("127.0.0.1", 0, print, { max_connections = 0 }) end,
+        "bad argument #3 to 'serve' (max_connections must be a positive integer)")
+    end)
+  end)
+
+  it("in loom.http, closes idle keep-alive connections first to make room", function()
+    run(function()
+      local srv = assert(loom.http.serve("127.0.0.1", 0, function() return 200, {}, "hi" end,
+        { max_connections = 3 }))
+      local _, port = srv:address()
+      local idle = {}
+      for i = 1, 3 do
+        idle[i] = assert(loom.tcp.connect("127.0.0.1", port))
+        idle[i]:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.matches("^HTTP/1.1 200", idle[i]:read_until("hi"))
+      end
+      loom.sleep(0.05) -- three idle keep-alive connections: the server is full
+      local r = assert(loom.timeout(2, loom.http.get, ("http://127.0.0.1:%d/"):format(port)))
+      assert.is_true(r)
+      local closed = 0
+      for i = 1, 3 do
+        idle[i]:set_timeout(0.2)
+        if select(3, idle[i]:read()) == "EOF" then closed = closed + 1 end
+        idle[i]:close()
+      end
+      assert.is_true(closed >= 1)
+      loom.http.close_idle(); srv:close()
+    end)
+  end)
+end)
+
 describe("running out of file descriptors", function()
   it("makes accept back off and recover, without spinning or dying", function()
     local out, code = helper.lua([[

@@ -37,7 +37,8 @@ typedef struct hconn {
   int closing;       /* the server is closing: plain requests go the general way */
   int close_asked;   /* a response said Connection: close: no next message */
   int expect;        /* the head had an Expect header */
-  int err_status;    /* the status a failure maps to: 400, 408, 413, 431 */
+  int err_status;    /* the status a failure maps to: 400, 408, 413, 431, 505 */
+  unsigned nmsg;     /* messages begun on this connection */
   int last;          /* kind of the last token appended */
   int ntok;
   token tok[2 * MAX_HEADERS + 1]; /* the URL, then field, value pairs */
@@ -69,6 +70,7 @@ static int grow(char **buf, size_t *cap, size_t need) {
 static int on_begin(http_parser *p) {
   hconn *hc = p->data;
   hc->begun = 1;
+  hc->nmsg++;
   hc->head_done = hc->msg_done = 0;
   hc->ntok = 0;
   hc->hlen = 0;
@@ -579,13 +581,15 @@ static int c_expect_head(lua_State *L) {
   return 0;
 }
 
-/* conn:idle(): between messages with nothing of a next one received.
+/* conn:idle(): between messages with nothing of a next one received (and
+   the number of messages begun so far).
    conn:alive(): idle, and the stream still open with no end or error seen
    (a pooled connection that may be reused). */
 static int c_idle(lua_State *L) {
   hconn *hc = checkconn(L);
   lua_pushboolean(L, !hc->handed && (!hc->begun || hc->msg_done) && hc->st->rlen == hc->st->rpos);
-  return 1;
+  lua_pushinteger(L, hc->nmsg);
+  return 2;
 }
 
 static int c_alive(lua_State *L) {

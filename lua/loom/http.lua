@@ -398,7 +398,8 @@ end
 -- (1 MiB: 413), `header_timeout` (10 s: 408), `keepalive_timeout` (5 s),
 -- `body_timeout` (30 s per read), `send_timeout` (30 s), `on_error` (a
 -- function given each handler error; default: stderr), `backlog`,
--- `reuseport`
+-- `reuseport`, `max_connections` (10,000: at that many, idle keep-alive
+-- connections are closed first, then accepting pauses until one ends)
 -- @return a Server, or nil, msg, code
 -- @usage loom.http.serve("0.0.0.0", 8080, function(req)
 --   return 200, { ["Content-Type"] = "text/plain" }, "hello " .. req.path
@@ -408,6 +409,9 @@ function http.serve(host, port, handler, opts)
   check_port(port, 2, "serve")
   check_type(handler, "function", 3, "serve")
   check_type(opts, "table", 4, "serve", true)
+  if opts and opts.max_connections ~= nil and (math.type(opts.max_connections) ~= "integer" or opts.max_connections < 1) then
+    argerror(4, "serve", "max_connections must be a positive integer")
+  end
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
   setdefault(o, "max_header_size", 16 * 1024)
@@ -431,7 +435,15 @@ function http.serve(host, port, handler, opts)
       if server._closing and not next(server._conns) then server._drained:set() end
     end })
     serve_connection(server, st, entry)
-  end, "http server", o.on_error)
+  end, "http server", o.on_error, o.max_connections, function()
+    -- full: idle keep-alive connections make room first
+    for entry in pairs(server._conns) do
+      if entry.conn then
+        local idle, served = entry.conn:idle()
+        if idle and served > 0 then entry.stream:close() end
+      end
+    end
+  end)
   return server
 end
 

@@ -93,18 +93,33 @@ local function stderr_log(msg)
   io.stderr:write("loom: ", msg, "\n")
 end
 
+local DEFAULT_MAX_CONNECTIONS = 10000
+
 -- Accepts connections for ever, each handled in its own task (closed after);
 -- a handler's error goes to log (default: stderr) with its traceback;
--- running out of descriptors (EMFILE) backs off instead of spinning. Also
--- loom.http's acceptor.
-local function run_server(server, handler, what, log)
+-- running out of descriptors (EMFILE) backs off instead of spinning. At
+-- `max` connections it stops accepting (new clients wait in the backlog)
+-- after asking `on_full` to free some (loom.http closes idle keep-alive
+-- connections). Also loom.http's acceptor.
+local function run_server(server, handler, what, log, max, on_full)
   log = log or stderr_log
+  local slots = core.semaphore(max or DEFAULT_MAX_CONNECTIONS)
+  local function take_slot()
+    if not on_full then return slots:acquire() end
+    while slots:value() == 0 do -- full: ask for room, again every 50 ms while it lasts
+      on_full()
+      if core.timeout(0.05, slots.acquire, slots) then return end
+    end
+    slots:acquire()
+  end
   core.spawn(function()
     while true do
+      take_slot()
       local st, err, code = server:accept()
       if st then
         core.spawn(function()
           local ok, e = xpcall(handler, debug.traceback, st)
+          slots:release()
           -- a handler that returned has said all it meant to: flush it; one
           -- that failed or was cancelled may have stopped half-way, and its
           -- peer must not take the truncated bytes for a whole reply
@@ -113,9 +128,9 @@ local function run_server(server, handler, what, log)
             log(("%s handler failed: %s"):format(what, tostring(e)))
           end
         end)
-      elseif err == "closed" then
-        return
       else
+        slots:release()
+        if err == "closed" then return end
         if code ~= "EMFILE" and code ~= "ENFILE" then
           log(("%s accept failed: %s"):format(what, tostring(err)))
         end
@@ -126,6 +141,14 @@ local function run_server(server, handler, what, log)
   return server
 end
 
+local function check_max(opts, fname)
+  local max = opts and opts.max_connections
+  if max ~= nil and (math.type(max) ~= "integer" or max < 1) then
+    error(("bad argument #3 to '%s' (max_connections must be a positive integer)"):format(fname), 3)
+  end
+  return max
+end
+
 --- Listens on host:port and runs `handler(stream)` in a task per
 -- connection; the stream is closed after. A handler's error is logged with
 -- its traceback and the server goes on; out of descriptors (EMFILE) it backs
@@ -134,16 +157,19 @@ end
 -- @tparam string host
 -- @tparam integer port
 -- @tparam function handler given each connection's Stream
--- @tparam[opt] table opts as listen's
+-- @tparam[opt] table opts as listen's, and `max_connections` (default
+-- 10,000: at that many, accepting pauses and new clients wait in the
+-- backlog until a connection ends)
 -- @return the Server (`address`, `close`: stop accepting; handlers running go on), or nil, msg, code
 -- @usage loom.tcp.serve("0.0.0.0", 7000, function(s)
 --   for line in s:lines() do s:write(line, "\n") end
 -- end)
 function tcp.serve(host, port, handler, opts)
   check_type(handler, "function", 3, "serve")
+  local max = check_max(opts, "serve")
   local server, err, code = tcp.listen(host, port, opts)
   if not server then return nil, err, code end
-  return run_server(server, handler, "tcp server")
+  return run_server(server, handler, "tcp server", nil, max)
 end
 
 --- Connects to the Unix socket at path. Blocks.
@@ -171,14 +197,15 @@ end
 -- @function unix.serve
 -- @tparam string path
 -- @tparam function handler given each connection's Stream
--- @tparam[opt] table opts `backlog`
+-- @tparam[opt] table opts `backlog`, `max_connections` (as tcp.serve's)
 -- @return the Server, or nil, msg, code
 -- @usage loom.unix.serve("/tmp/app.sock", function(s) s:write("hello\n") end)
 function unix.serve(path, handler, opts)
   check_type(handler, "function", 2, "serve")
+  local max = check_max(opts, "serve")
   local server, err, code = unix.listen(path, opts)
   if not server then return nil, err, code end
-  return run_server(server, handler, "unix server")
+  return run_server(server, handler, "unix server", nil, max)
 end
 
 local udp = {}
