@@ -408,7 +408,7 @@ describe("loom.fs paths", function()
   end)
 
   it("operations need a task and check their arguments", function()
-    assert.has_error(function() fs.stat("/") end, "stat: not inside a task (wrap the program in loom.run)")
+    assert.has_error(function() fs.stat("/") end, "loom.fs.stat: not inside a task (wrap the program in loom.run)")
     run(function()
       assert.has_error(function() fs.stat(nil) end, "bad argument #1 to 'stat' (string expected, got nil)")
       assert.has_error(function() fs.write_file("x", 5) end, "bad argument #2 to 'write_file' (string expected, got number)")

@@ -106,7 +106,7 @@ describe("loom.tcp streams", function()
         "bad argument #2 to 'connect' (port must be 0-65535)")
       assert.has_error(function() loom.tcp.serve("127.0.0.1", 0, "nope") end)
     end)
-    assert.has_error(function() loom.tcp.connect("127.0.0.1", 80) end, "connect: not inside a task (wrap the program in loom.run)")
+    assert.has_error(function() loom.tcp.connect("127.0.0.1", 80) end, "loom.tcp.connect: not inside a task (wrap the program in loom.run)")
   end)
 
   it("time out reads and writes with set_timeout", function()

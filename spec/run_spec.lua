@@ -173,3 +173,21 @@ describe("loom.run's options", function()
       "bad argument #1 to 'run' (shutdown_signals must be a list of signal names)")
   end)
 end)
+
+describe("misuse outside a task", function()
+  it("names the function the user called, at the user's line, not loom's internals", function()
+    local cases = {
+      { function() loom.http.get("http://127.0.0.1:1/") end, "loom.http.get" },
+      { function() loom.fs.read_file("/etc/hostname") end, "loom.fs.read_file" },
+      { function() loom.process.run { "true" } end, "loom.process.run" },
+      { function() loom.tcp.listen("127.0.0.1", 0) end, "loom.tcp.listen" },
+      { function() loom.queue():get() end, "loom.Queue:get" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(c[1])
+      assert.is_false(ok)
+      assert.matches("^spec/run_spec%.lua:%d+: " .. c[2]:gsub("%.", "%%.") ..
+        ": not inside a task %(wrap the program in loom%.run%)$", err)
+    end
+  end)
+end)

@@ -80,7 +80,7 @@ describe("loom.lock", function()
       assert.is_false(lock:locked())
       assert.has_error(function() lock.acquire(nil) end)
     end)
-    assert.has_error(function() loom.lock():acquire() end, "acquire: not inside a task (wrap the program in loom.run)")
+    assert.has_error(function() loom.lock():acquire() end, "loom.Lock:acquire: not inside a task (wrap the program in loom.run)")
   end)
 
   it("keeps a guard harmless after a direct release", function()

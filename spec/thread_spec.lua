@@ -43,7 +43,7 @@ describe("loom.thread.run", function()
       assert.matches("the results: a function cannot be copied", err)
     end)
     assert.has_error(function() loom.thread.run(function() end) end,
-      "thread.run: not inside a task (wrap the program in loom.run)")
+      "loom.thread.run: not inside a task (wrap the program in loom.run)")
   end)
 
   it("runs two CPU-bound jobs in parallel while the loop keeps ticking", function()

@@ -55,6 +55,7 @@ int luaopen_loom_core(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, "loom.state");
   lua_newtable(L);
+  loom_open_errors(L);
   loom_open_task(L);
   loom_open_debug(L);
   loom_open_timer(L);

@@ -140,7 +140,7 @@ static int l_watch(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   watcher *w;
   int rc;
-  if (S->loop == NULL) return luaL_error(L, "watch: not inside a task (wrap the program in loom.run)");
+  if (S->loop == NULL) return loom_not_in_task(L, "watch");
   w = lua_newuserdatauv(L, sizeof *w, 1);
   memset(w, 0, sizeof *w);
   w->ref = LUA_NOREF;

@@ -168,12 +168,17 @@ typedef struct loom_handle {
   void (*close)(uv_handle_t *h);
 } loom_handle;
 
-/* libuv errors as Lua failures: pushes nil, "<prefix>: <message>", "<ENAME>"
-   (no prefix when it is NULL) and returns 3. */
+/* errors.c. libuv errors as Lua failures: pushes nil, "<prefix>: <message>",
+   "<ENAME>" (no prefix when it is NULL) and returns 3. */
 int loom_fail(lua_State *L, int err, const char *prefix);
 /* nil, "closed", "ECLOSED" and nil, "timeout", "ETIMEDOUT": 3 values. */
 int loom_fail_closed(lua_State *L);
 int loom_fail_timeout(lua_State *L);
+
+/* Raises "<what the user called>: not inside a task (wrap the program in
+   loom.run)" at the user's line; fname names it when the stack cannot. */
+int loom_not_in_task(lua_State *L, const char *fname);
+void loom_open_errors(lua_State *L);
 
 /* Stack layout of the driver (sched.c), which loom_start/loom_finish use. */
 enum { LOOM_DRV_LOOP = 1, LOOM_DRV_POOL, LOOM_DRV_SLOTS };

@@ -175,7 +175,7 @@ static int l_spawn(lua_State *L) {
   int i, rc;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
-  if (S->loop == NULL) return luaL_error(L, "spawn: not inside a task (wrap the program in loom.run)");
+  if (S->loop == NULL) return loom_not_in_task(L, "spawn");
   memset(&opts, 0, sizeof opts);
   opts.args = string_list(L, 1, 1);
   opts.file = opts.args ? opts.args[0] : NULL;

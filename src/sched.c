@@ -42,8 +42,7 @@ void loom_throw(loom_loop *lp, loom_task *t) {
 loom_task *loom_checkrunning(lua_State *L, loom_state *S, const char *fname) {
   loom_loop *lp = S->loop;
   loom_task *t = lp ? lp->current : NULL;
-  if (t == NULL)
-    luaL_error(L, "%s: not inside a task (wrap the program in loom.run)", fname);
+  if (t == NULL) loom_not_in_task(L, fname);
   if (t->co != L)
     luaL_error(L, "%s: cannot block inside a coroutine that is not a loom task (use loom.spawn)",
                fname);
@@ -229,31 +228,6 @@ static void count_and_close(uv_handle_t *h, void *arg) {
     ((loom_handle *)h->data)->close(h);
   else
     uv_close(h, NULL);
-}
-
-static int fail3(lua_State *L, const char *msg, const char *code) {
-  lua_pushnil(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  return 3;
-}
-
-int loom_fail_closed(lua_State *L) {
-  return fail3(L, "closed", "ECLOSED");
-}
-
-int loom_fail_timeout(lua_State *L) {
-  return fail3(L, "timeout", "ETIMEDOUT");
-}
-
-int loom_fail(lua_State *L, int err, const char *prefix) {
-  lua_pushnil(L);
-  if (prefix)
-    lua_pushfstring(L, "%s: %s", prefix, uv_strerror(err));
-  else
-    lua_pushstring(L, uv_strerror(err));
-  lua_pushstring(L, uv_err_name(err));
-  return 3;
 }
 
 /* After an internal error in the driver, tasks may still be suspended: close

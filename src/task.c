@@ -31,18 +31,6 @@ loom_task *loom_totask(lua_State *L, loom_state *S, int idx) {
   return NULL;
 }
 
-void *loom_checkudata(lua_State *L, int arg, int mtidx) {
-  void *p = lua_touserdata(L, arg);
-  if (p != NULL && lua_getmetatable(L, arg)) {
-    int same = lua_rawequal(L, -1, mtidx);
-    lua_pop(L, 1);
-    if (same) return p;
-  }
-  lua_getfield(L, mtidx, "__name");
-  luaL_typeerror(L, arg, lua_tostring(L, -1));
-  return NULL;
-}
-
 #define checktask(L, idx) loom_totask((L), loom_getstate(L), (idx))
 
 void loom_pushtask(lua_State *L, loom_state *S, loom_task *t) {
@@ -737,7 +725,7 @@ print(t:await()) --> 42
 static int l_spawn(lua_State *L) {
   loom_state *S = loom_getstate(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (S->loop == NULL) return luaL_error(L, "loom.spawn: not inside a task (wrap the program in loom.run)");
+  if (S->loop == NULL) return loom_not_in_task(L, "loom.spawn");
   loom_newtask(L, S, 1, lua_gettop(L) - 1);
   return 1;
 }

@@ -440,7 +440,7 @@ static int l_tcp_listen(lua_State *L) {
   loom_parse_addr(L, 1, 2, &ss);
   backlog = (int)luaL_optinteger(L, 3, 511);
   reuseport = lua_toboolean(L, 4);
-  if (S->loop == NULL) return luaL_error(L, "listen: not inside a task (wrap the program in loom.run)");
+  if (S->loop == NULL) return loom_not_in_task(L, "listen");
   if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "listen: out of memory");
   uv_tcp_init_ex(&S->loop->uv, h, ss.ss_family);
   srv = new_server(L, S, (uv_stream_t *)h, 0);
@@ -472,7 +472,7 @@ static int l_pipe_listen(lua_State *L) {
   int backlog = (int)luaL_optinteger(L, 2, 511), rc;
   uv_pipe_t *h;
   server *srv;
-  if (S->loop == NULL) return luaL_error(L, "listen: not inside a task (wrap the program in loom.run)");
+  if (S->loop == NULL) return loom_not_in_task(L, "listen");
   if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "listen: out of memory");
   uv_pipe_init(&S->loop->uv, h, 0);
   srv = new_server(L, S, (uv_stream_t *)h, 1);

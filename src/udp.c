@@ -234,7 +234,7 @@ static int l_udp_bind(lua_State *L) {
   ludp *s;
   int rc;
   loom_parse_addr(L, 1, 2, &ss);
-  if (S->loop == NULL) return luaL_error(L, "bind: not inside a task (wrap the program in loom.run)");
+  if (S->loop == NULL) return loom_not_in_task(L, "bind");
   s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
   s->h.close = teardown_close;

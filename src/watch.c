@@ -96,7 +96,7 @@ static int cd_spawn(lua_State *L) {
   loom_state *S = loom_getstate(L);
   checkcd(L);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (S->loop == NULL) return luaL_error(L, "loom.spawn: not inside a task (wrap the program in loom.run)");
+  if (S->loop == NULL) return loom_not_in_task(L, "loom.spawn");
   loom_newtask(L, S, 2, lua_gettop(L) - 2);
   lua_pushvalue(L, 1);
   loom_add_notify(L, -2);

@@ -171,7 +171,8 @@ function fs.dir(path)
   end
 end
 
-local function with_file(path, mode, fn)
+local function with_file(path, mode, fn, fname)
+  if core.current() == nil then core._not_in_task("loom.fs." .. fname) end
   local f, err, code = P.open(path, mode)
   if not f then return nil, err, code end
   local r = table.pack(pcall(fn, f))
@@ -185,7 +186,7 @@ end
 -- @return a string, or nil, msg, code
 -- @usage local text = assert(loom.fs.read_file("config.json"))
 function fs.read_file(path)
-  return with_file(path, "rb", function(f) return f:read("a") end)
+  return with_file(path, "rb", function(f) return f:read("a") end, "read_file")
 end
 
 local function write_all(f, data)
@@ -207,14 +208,14 @@ function fs.write_file(path, data, opts)
     error(("bad argument #2 to 'write_file' (string expected, got %s)"):format(type(data)), 2)
   end
   if not (opts and opts.atomic) then
-    return with_file(path, "wb", function(f) return write_all(f, data) end)
+    return with_file(path, "wb", function(f) return write_all(f, data) end, "write_file")
   end
   local tmp = ("%s.tmp-%d-%06d"):format(path, math.floor(core.now() * 1e6) % 1000000, math.random(0, 999999))
   local ok, err, code = with_file(tmp, "wb", function(f)
     local wok, werr, wcode = write_all(f, data)
     if not wok then return nil, werr, wcode end
     return f:sync()
-  end)
+  end, "write_file")
   if ok then ok, err, code = P.rename(tmp, path) end
   if not ok then P.unlink(tmp) end
   return ok, err, code
@@ -229,7 +230,7 @@ function fs.append_file(path, data)
   if type(data) ~= "string" then
     error(("bad argument #2 to 'append_file' (string expected, got %s)"):format(type(data)), 2)
   end
-  return with_file(path, "ab", function(f) return write_all(f, data) end)
+  return with_file(path, "ab", function(f) return write_all(f, data) end, "append_file")
 end
 
 --- Iterates as io's lines: `for line in f:lines() do` (formats as read's,

@@ -23,7 +23,7 @@ local CHILD_FAILED = setmetatable({}, { __tostring = function() return "a child 
 
 local function new()
   local owner = current()
-  if owner == nil then error("group: not inside a task (wrap the program in loom.run)", 3) end
+  if owner == nil then core._not_in_task("loom.group") end
   local g = setmetatable({ owner = owner, children = {}, n = 0, ev = event(), closed = false, waiting = false }, Group)
   g.on_child = function(t, status)
     g.children[t] = nil

@@ -687,7 +687,8 @@ function http.get(url, opts)
   check_type(opts, "table", 2, "get", true)
   local o = { url = url, method = "GET" }
   for k, v in pairs(opts or {}) do if k ~= "url" then o[k] = v end end
-  return http.request(o)
+  local res, err, code = http.request(o) -- not a tail call: errors name http.get
+  return res, err, code
 end
 
 --- Closes the pooled idle client connections (before `loom.run` ends, so

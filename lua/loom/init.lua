@@ -27,10 +27,11 @@ local function typename(v)
   return type(mt) == "table" and type(mt.__name) == "string" and mt.__name or type(v)
 end
 
+-- loom's own frames are told from the user's by this directory (errors.c)
+debug.getregistry()["loom.srcdir"] = debug.getinfo(1, "S").source:match("^(@.*[/\\])") or "@loom/"
+
 local function need_task(fname)
-  if current() == nil then
-    error(fname .. ": not inside a task (wrap the program in loom.run)", 3)
-  end
+  if current() == nil then core._not_in_task("loom." .. fname) end
 end
 
 -- The tasks for a combinator's arguments (packed in `args`): tasks as they
