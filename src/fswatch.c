@@ -12,14 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include "loom.h"
+#include "handle.h"
 
 #define LOOM_WATCHER "loom.Watcher"
 
 typedef struct watcher {
-  loom_handle h; /* first: loom.run's teardown closes an open watcher through it */
-  uv_fs_event_t *ev;
-  loom_loop *lp;
-  int ref;        /* anchors the userdata while the handle is open */
+  loom_handle h; /* first: its uv_fs_event_t */
   int head, tail; /* queued events: pairs name, kind at [head+1 .. tail] of uservalue 1 */
   loom_link waiters;
 } watcher;
@@ -27,31 +25,20 @@ typedef struct watcher {
 /* Upvalues: 1 = module state, 2 = the watcher metatable. */
 #define MT lua_upvalueindex(2)
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
 /* Closes the handle and wakes the waiters (their next() returns nil); L is
    the running thread. */
-static void shut(lua_State *L, watcher *w) {
-  loom_loop *lp = w->lp;
-  if (w->ev == NULL) return;
-  uv_fs_event_stop(w->ev);
-  uv_close((uv_handle_t *)w->ev, free_handle);
-  w->ev = NULL;
-  while (!loom_list_empty(&w->waiters)) loom_wake(lp, loom_container(w->waiters.next, loom_task, wait), 0);
-  luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
-  w->ref = LUA_NOREF;
+static void shut(watcher *w) {
+  if (!loom_handle_close(&w->h)) return;
+  while (!loom_list_empty(&w->waiters)) loom_wake(w->h.lp, loom_container(w->waiters.next, loom_task, wait), 0);
 }
 
-static void teardown_close(uv_handle_t *h) {
-  watcher *w = h->data;
-  shut(w->lp->L, w);
+static void teardown(loom_handle *h) {
+  shut((watcher *)h);
 }
 
 static void on_event(uv_fs_event_t *ev, const char *filename, int events, int status) {
   watcher *w = ev->data;
-  lua_State *L = w->lp->L;
+  lua_State *L = w->h.lp->L;
   const char *kind = status < 0 ? "error" : (events & UV_RENAME) ? "rename" : "change";
   if (!loom_list_empty(&w->waiters)) {
     loom_task *t = loom_container(w->waiters.next, loom_task, wait);
@@ -61,10 +48,10 @@ static void on_event(uv_fs_event_t *ev, const char *filename, int events, int st
     else
       lua_pushnil(t->co);
     lua_pushstring(t->co, kind);
-    loom_wake(w->lp, t, 2);
+    loom_wake(w->h.lp, t, 2);
     return;
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->h.ref);
   lua_getiuservalue(L, -1, 1);
   if (filename)
     lua_pushstring(L, filename);
@@ -115,7 +102,7 @@ static int w_next(lua_State *L) {
     }
     return 2;
   }
-  if (w->ev == NULL) return 0;
+  if (w->h.uv == NULL) return 0;
   loom_suspend(L, t);
   loom_list_append(&w->waiters, &t->wait);
   return loom_yield(L, t, next_k);
@@ -128,7 +115,7 @@ Stops watching; again is harmless; also `<close>`. Never blocks.
 */
 static int w_close(lua_State *L) {
   watcher *w = loom_checkudata(L, 1, MT);
-  shut(L, w);
+  shut(w);
   return 0;
 }
 
@@ -139,29 +126,24 @@ static int l_watch(lua_State *L) {
   loom_state *S = loom_getstate(L);
   const char *path = luaL_checkstring(L, 1);
   watcher *w;
+  uv_fs_event_t *ev;
   int rc;
   if (S->loop == NULL) return loom_not_in_task(L, "watch");
   w = lua_newuserdatauv(L, sizeof *w, 1);
   memset(w, 0, sizeof *w);
-  w->ref = LUA_NOREF;
-  w->h.close = teardown_close;
-  w->lp = S->loop;
   loom_list_init(&w->waiters);
   lua_pushvalue(L, MT);
   lua_setmetatable(L, -2);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);
-  if ((w->ev = malloc(sizeof *w->ev)) == NULL) return luaL_error(L, "watch: out of memory");
-  uv_fs_event_init(&S->loop->uv, w->ev);
-  w->ev->data = w;
-  rc = uv_fs_event_start(w->ev, on_event, path, 0);
+  if ((ev = malloc(sizeof *ev)) == NULL) return luaL_error(L, "watch: out of memory");
+  uv_fs_event_init(&S->loop->uv, ev);
+  loom_handle_open(L, &w->h, S->loop, (uv_handle_t *)ev, -1, teardown);
+  rc = uv_fs_event_start(ev, on_event, path, 0);
   if (rc < 0) {
-    uv_close((uv_handle_t *)w->ev, free_handle);
-    w->ev = NULL;
+    shut(w);
     return loom_fail(L, rc, path);
   }
-  lua_pushvalue(L, -1);
-  w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, MT, "__index");
   lua_getfield(L, -1, "next");
   lua_replace(L, -2);

@@ -1,12 +1,16 @@
 /*
  * http.c: loom.HttpConn, HTTP/1.1 framing over a loom.Stream with
  * http_parser. Parses requests (a server's connection) or responses (a
- * client's) in place from the stream's read buffer into Lua tables, reads
+ * client's) in place from the stream's read buffer into Lua tables, checks
+ * request heads against RFC 9112 (Host, version, field names, limits), reads
  * bodies (Content-Length, chunked, or until the end for responses), and
- * writes heads and bodies with one vectored write each. Owns the parser
- * state, the head and body buffers of the message being read and the
- * buffer responses are formatted in. Keep-alive decisions, handlers and
- * pooling are lua/loom/http.lua's.
+ * writes heads and bodies with one vectored write each. Also the server's
+ * common case (conn:serve): plain kept-alive requests to handlers that
+ * answer status, headers, body are served in a C loop; anything else is
+ * handed back to lua/loom/http.lua, which owns handlers' other answers, the
+ * server's connection loop and the client's pool. Owns the parser state, the
+ * head and body buffers of the message being read and the buffer responses
+ * are formatted in.
  */
 #include <ctype.h>
 #include <stdlib.h>

@@ -161,12 +161,10 @@ struct loom_loop {
 
 #define loom_getstate(L) ((loom_state *)lua_touserdata((L), lua_upvalueindex(1)))
 
-/* The `data` of every libuv handle loom opens for a Lua object points at a
-   struct starting with this: loom.run's teardown asks the owner to close a
-   handle left open (so the owner's close callback frees what it must). */
-typedef struct loom_handle {
-  void (*close)(uv_handle_t *h);
-} loom_handle;
+/* The base of every object that owns a libuv handle (handle.h): the `data`
+   of the handle points at it, and loom.run's teardown closes a handle left
+   open through it. */
+typedef struct loom_handle loom_handle;
 
 /* errors.c. libuv errors as Lua failures: pushes nil, "<prefix>: <message>",
    "<ENAME>" (no prefix when it is NULL) and returns 3. */

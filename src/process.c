@@ -14,10 +14,7 @@
 #define LOOM_PROCESS "loom.Process"
 
 typedef struct lproc {
-  loom_handle h; /* first: teardown closes a handle still open through it */
-  uv_process_t *p;
-  loom_loop *lp;
-  int ref;      /* anchors the userdata until the child has exited */
+  loom_handle h; /* first: its uv_process_t, closed once the child has exited */
   int exited, termsig;
   int64_t status;
   int pid;
@@ -57,33 +54,19 @@ static int check_signal(lua_State *L, int idx) {
   }
 }
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
-static void release(lua_State *L, lproc *pr) {
-  if (pr->p) {
-    uv_close((uv_handle_t *)pr->p, free_handle);
-    pr->p = NULL;
-  }
-  luaL_unref(L, LUA_REGISTRYINDEX, pr->ref);
-  pr->ref = LUA_NOREF;
-}
-
 static void on_child_exit(uv_process_t *p, int64_t status, int termsig) {
   lproc *pr = p->data;
   pr->exited = 1;
   pr->status = status;
   pr->termsig = termsig;
-  while (!loom_list_empty(&pr->waiters)) loom_wake(pr->lp, loom_container(pr->waiters.next, loom_task, wait), 0);
-  release(pr->lp->L, pr);
+  while (!loom_list_empty(&pr->waiters)) loom_wake(pr->h.lp, loom_container(pr->waiters.next, loom_task, wait), 0);
+  loom_handle_close(&pr->h);
 }
 
 /* At the end of loom.run a child still running is left running (it is not
    ours to kill); its handle is closed. */
-static void teardown_close(uv_handle_t *h) {
-  lproc *pr = h->data;
-  release(pr->lp->L, pr);
+static void teardown(loom_handle *h) {
+  loom_handle_close(h);
 }
 
 static lproc *checkproc(lua_State *L) {
@@ -129,8 +112,8 @@ static int p_kill(lua_State *L) {
   lproc *pr = checkproc(L);
   int sig = lua_isnoneornil(L, 2) ? SIGTERM : check_signal(L, 2);
   int rc;
-  if (pr->exited || pr->p == NULL) return loom_fail(L, UV_ESRCH, NULL);
-  rc = uv_process_kill(pr->p, sig);
+  if (pr->exited || pr->h.uv == NULL) return loom_fail(L, UV_ESRCH, NULL);
+  rc = uv_process_kill((uv_process_t *)pr->h.uv, sig);
   if (rc < 0) return loom_fail(L, rc, NULL);
   lua_pushboolean(L, 1);
   return 1;
@@ -172,6 +155,7 @@ static int l_spawn(lua_State *L) {
   uv_stdio_container_t stdio[3];
   uv_pipe_t *pipes[3] = {NULL, NULL, NULL};
   lproc *pr;
+  uv_process_t *p;
   int i, rc;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
@@ -206,34 +190,30 @@ static int l_spawn(lua_State *L) {
   }
   pr = lua_newuserdatauv(L, sizeof *pr, 0);
   memset(pr, 0, sizeof *pr);
-  pr->h.close = teardown_close;
-  pr->lp = S->loop;
-  pr->ref = LUA_NOREF;
   loom_list_init(&pr->waiters);
   lua_pushvalue(L, MT);
   lua_setmetatable(L, -2);
-  pr->p = malloc(sizeof *pr->p);
-  rc = (opts.file == NULL || pr->p == NULL) ? UV_ENOMEM : uv_spawn(&S->loop->uv, pr->p, &opts);
+  p = malloc(sizeof *p);
+  rc = (opts.file == NULL || p == NULL) ? UV_ENOMEM : uv_spawn(&S->loop->uv, p, &opts);
   free(opts.args);
   free(opts.env);
   if (rc < 0) {
-    if (pr->p && opts.file) /* an unsuccessful spawn still initialised the handle */
-      uv_close((uv_handle_t *)pr->p, free_handle);
-    else
-      free(pr->p);
-    pr->p = NULL;
+    if (p && opts.file) { /* an unsuccessful spawn still initialised the handle */
+      p->data = NULL;
+      uv_close((uv_handle_t *)p, loom_handle_free);
+    } else {
+      free(p);
+    }
     pr->exited = 1;
     for (i = 0; i < 3; i++)
       if (pipes[i]) {
         pipes[i]->data = NULL;
-        uv_close((uv_handle_t *)pipes[i], free_handle);
+        uv_close((uv_handle_t *)pipes[i], loom_handle_free);
       }
     return loom_fail(L, rc, opts.file);
   }
-  pr->p->data = pr;
-  pr->pid = pr->p->pid;
-  lua_pushvalue(L, -1);
-  pr->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  pr->pid = p->pid;
+  loom_handle_open(L, &pr->h, S->loop, (uv_handle_t *)p, -1, teardown);
   for (i = 0; i < 3; i++) {
     if (pipes[i])
       loom_stream_new(L, S->loop, (uv_stream_t *)pipes[i], STREAM_MT);

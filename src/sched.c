@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "loom.h"
+#include "handle.h"
 
 #define SLICE_NS 1000000 /* poll I/O at least this often while tasks are ready */
 #define MAIN_IDX 4       /* the main task, on loom.run's stack after LOOM_DRV_* */
@@ -225,7 +226,7 @@ static void count_and_close(uv_handle_t *h, void *arg) {
   if (uv_is_closing(h)) return;
   lp->S->last_handles++;
   if (h->data)
-    ((loom_handle *)h->data)->close(h);
+    ((loom_handle *)h->data)->teardown(h->data);
   else
     uv_close(h, NULL);
 }

@@ -35,31 +35,26 @@ typedef struct wreq {
 
 /* ---------------------------------------------------------------- life */
 
-static void free_handle(uv_handle_t *h) {
-  lstream *st = h->data;
-  luaL_unref(st->lp->L, LUA_REGISTRYINDEX, st->ref);
-  st->ref = LUA_NOREF;
-  free(h);
-}
-
 static void wake_all(loom_loop *lp, loom_link *list) {
   while (!loom_list_empty(list)) loom_wake(lp, loom_container(list->next, loom_task, wait), 0);
 }
 
 static void stop_reading(lstream *st);
 
-/* Closes the handle (once). The userdata stays anchored until the close
-   callback: write callbacks (ECANCELED) run before it. */
-static void close_handle(lstream *st) {
+/* The flush a graceful close started is over (done or given up). */
+static void end_flush(lstream *st) {
   if (st->linger.idx >= 0) loom_timer_stop(st->lp, &st->linger);
   if (st->flushing) {
     st->flushing = 0;
     st->lp->lingering--;
   }
-  if (st->s) {
-    uv_close((uv_handle_t *)st->s, free_handle);
-    st->s = NULL;
-  }
+}
+
+/* Closes the handle (once). The userdata stays anchored until the close
+   callback: write callbacks (ECANCELED) run before it. */
+static void close_handle(lstream *st) {
+  end_flush(st);
+  loom_handle_close(&st->h);
 }
 
 /* The user's side of a close: every later call finds the stream closed and
@@ -74,7 +69,7 @@ static void mark_closed(lstream *st) {
 void loom_stream_shut(lstream *st) {
   if (st->closed) return;
   mark_closed(st);
-  if (st->s && st->queued > 0 && !st->werr) {
+  if (st->h.uv && st->queued > 0 && !st->werr) {
     st->flushing = 1;
     st->lp->lingering++;
     loom_timer_start(st->lp, &st->linger, uv_hrtime() + (uint64_t)(st->linger_s * 1e9));
@@ -85,13 +80,10 @@ void loom_stream_shut(lstream *st) {
 
 void loom_stream_abort(lstream *st) {
   if (!st->closed) mark_closed(st);
-  if (st->s && st->s->type == UV_TCP && uv_tcp_close_reset((uv_tcp_t *)st->s, free_handle) == 0) {
-    st->s = NULL;
-    if (st->linger.idx >= 0) loom_timer_stop(st->lp, &st->linger);
-    if (st->flushing) {
-      st->flushing = 0;
-      st->lp->lingering--;
-    }
+  if (st->h.uv && st->h.uv->type == UV_TCP &&
+      uv_tcp_close_reset((uv_tcp_t *)st->h.uv, loom_handle_closed) == 0) {
+    st->h.uv = NULL;
+    end_flush(st);
     return;
   }
   close_handle(st);
@@ -104,8 +96,8 @@ static void linger_fire(loom_loop *lp, loom_timer *tm) {
 
 /* loom.run's teardown: a stream nobody closed is cut, not flushed (the
    loop is going away; its tasks were cancelled). */
-static void teardown_close(uv_handle_t *h) {
-  loom_stream_abort(h->data);
+static void teardown(loom_handle *h) {
+  loom_stream_abort((lstream *)h);
 }
 
 /* Makes a stream object for the handle hs (malloc'd, initialised on the loop)
@@ -113,20 +105,16 @@ static void teardown_close(uv_handle_t *h) {
 lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx) {
   lstream *st = lua_newuserdatauv(L, sizeof *st, 0);
   memset(st, 0, sizeof *st);
-  st->h.close = teardown_close;
   st->lp = lp;
-  st->s = hs;
   st->line_max = LINE_MAX_DEFAULT;
   st->linger_s = LINGER_DEFAULT;
   st->linger.idx = -1;
   st->linger.fire = linger_fire;
   loom_list_init(&st->readers);
   loom_list_init(&st->writers);
-  hs->data = st;
   lua_pushvalue(L, mtidx);
   lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  st->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  loom_handle_open(L, &st->h, lp, (uv_handle_t *)hs, -1, teardown);
   return st;
 }
 
@@ -161,7 +149,7 @@ static int buffer_append(lstream *st, const char *p, size_t n) {
 }
 
 static void stop_reading(lstream *st) {
-  if (st->reading && st->s) uv_read_stop(st->s);
+  if (st->reading && loom_stream_sock(st)) uv_read_stop(loom_stream_sock(st));
   st->reading = 0;
 }
 
@@ -214,8 +202,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static int start_reading(lstream *st) {
   int rc;
-  if (st->reading || st->eof || st->rerr || st->s == NULL) return 0;
-  rc = uv_read_start(st->s, on_alloc, on_read);
+  if (st->reading || st->eof || st->rerr || loom_stream_sock(st) == NULL) return 0;
+  rc = uv_read_start(loom_stream_sock(st), on_alloc, on_read);
   if (rc == 0) st->reading = 1;
   return rc;
 }
@@ -479,10 +467,10 @@ int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
   int i, rc;
   wreq *w;
   for (i = 0; i < n; i++) total += bufs[i].len;
-  if (st->closed || st->s == NULL) return loom_fail_closed(L);
+  if (st->closed || loom_stream_sock(st) == NULL) return loom_fail_closed(L);
   if (st->werr) return loom_fail(L, st->werr, NULL);
   if (st->queued == 0 && total > 0) {
-    rc = uv_try_write(st->s, bufs, (unsigned)n);
+    rc = uv_try_write(loom_stream_sock(st), bufs, (unsigned)n);
     if (rc >= 0)
       sent = (size_t)rc;
     else if (rc != UV_EAGAIN) {
@@ -503,7 +491,7 @@ int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
     w->st = st;
     w->len = at;
     b = uv_buf_init(w->data, (unsigned)at);
-    rc = uv_write(&w->req, st->s, &b, 1, on_write);
+    rc = uv_write(&w->req, loom_stream_sock(st), &b, 1, on_write);
     if (rc < 0) {
       free(w);
       st->werr = rc;
@@ -607,13 +595,13 @@ static int s_shutdown(lua_State *L) {
   loom_task *t = loom_checkrunning(L, S, "shutdown");
   uv_shutdown_t *req;
   int rc;
-  if (st->closed || st->s == NULL) return loom_fail_closed(L);
+  if (st->closed || loom_stream_sock(st) == NULL) return loom_fail_closed(L);
   if (st->shut) {
     lua_pushboolean(L, 1);
     return 1;
   }
   if ((req = malloc(sizeof *req)) == NULL) return luaL_error(L, "shutdown: out of memory");
-  rc = uv_shutdown(req, st->s, on_shutdown);
+  rc = uv_shutdown(req, loom_stream_sock(st), on_shutdown);
   if (rc < 0) {
     free(req);
     return loom_fail(L, rc, NULL);
@@ -738,18 +726,18 @@ static int name_of(lua_State *L, int peer) {
   lstream *st = checkstream(L);
   struct sockaddr_storage ss;
   int len = sizeof ss, rc;
-  if (st->closed || st->s == NULL) return loom_fail_closed(L);
-  if (st->s->type == UV_NAMED_PIPE) {
+  if (st->closed || loom_stream_sock(st) == NULL) return loom_fail_closed(L);
+  if (loom_stream_sock(st)->type == UV_NAMED_PIPE) {
     char path[1024];
     size_t plen = sizeof path;
-    rc = peer ? uv_pipe_getpeername((uv_pipe_t *)st->s, path, &plen)
-              : uv_pipe_getsockname((uv_pipe_t *)st->s, path, &plen);
+    rc = peer ? uv_pipe_getpeername((uv_pipe_t *)loom_stream_sock(st), path, &plen)
+              : uv_pipe_getsockname((uv_pipe_t *)loom_stream_sock(st), path, &plen);
     if (rc < 0) return loom_fail(L, rc, NULL);
     lua_pushlstring(L, path, plen);
     return 1;
   }
-  rc = peer ? uv_tcp_getpeername((uv_tcp_t *)st->s, (struct sockaddr *)&ss, &len)
-            : uv_tcp_getsockname((uv_tcp_t *)st->s, (struct sockaddr *)&ss, &len);
+  rc = peer ? uv_tcp_getpeername((uv_tcp_t *)loom_stream_sock(st), (struct sockaddr *)&ss, &len)
+            : uv_tcp_getsockname((uv_tcp_t *)loom_stream_sock(st), (struct sockaddr *)&ss, &len);
   if (rc < 0) return loom_fail(L, rc, NULL);
   return loom_push_addr(L, (struct sockaddr *)&ss);
 }

@@ -6,14 +6,13 @@
 #define LOOM_STREAM_H
 
 #include "loom.h"
+#include "handle.h"
 
 #define LOOM_STREAM "loom.Stream"
 
 typedef struct lstream {
-  loom_handle h;  /* first: loom.run's teardown closes an open stream through it */
-  uv_stream_t *s; /* malloc'd uv_tcp_t or uv_pipe_t; NULL once closing */
+  loom_handle h;  /* first: a uv_tcp_t or uv_pipe_t (loom_stream_sock) */
   loom_loop *lp;
-  int ref;        /* anchors the userdata until the handle's close callback */
   int closed, shut, reading, eof;
   int rerr, werr; /* read / write failure (libuv code), reported to the next caller */
   char *rbuf;     /* buffered bytes are rbuf[rpos, rlen) */
@@ -29,6 +28,8 @@ typedef struct lstream {
   loom_task *want_task; /* a reader of "anything" the read callback may hand bytes to */
   loom_link readers, writers;
 } lstream;
+
+#define loom_stream_sock(st) ((uv_stream_t *)(st)->h.uv)
 
 lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx);
 /* A graceful close: what write accepted is still delivered (the handle

@@ -27,12 +27,9 @@
 #define LOOM_SERVER "loom.Server"
 
 typedef struct server {
-  loom_handle h;  /* first: teardown closes an open server through it */
-  uv_stream_t *s; /* bound, listening: owns the socket */
+  loom_handle h;   /* first: the bound, listening uv_tcp_t or uv_pipe_t */
   uv_poll_t *poll; /* readiness of the listening socket */
   uv_os_fd_t fd;
-  loom_loop *lp;
-  int ref;
   int closed, pipe, polling;
   loom_link acceptors;
 } server;
@@ -42,9 +39,6 @@ typedef struct server {
 #define MT lua_upvalueindex(2)
 #define STREAM_MT lua_upvalueindex(3)
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
 
 /* ---------------------------------------------------------------- dns */
 
@@ -238,26 +232,20 @@ static int l_pipe_connect(lua_State *L) {
 
 /* ---------------------------------------------------------------- servers */
 
-static void server_shut(lua_State *L, server *srv) {
+static void server_shut(server *srv) {
   if (srv->closed) return;
   srv->closed = 1;
   if (srv->poll) {
-    uv_close((uv_handle_t *)srv->poll, free_handle);
+    uv_close((uv_handle_t *)srv->poll, loom_handle_free);
     srv->poll = NULL;
   }
-  if (srv->s) {
-    uv_close((uv_handle_t *)srv->s, free_handle);
-    srv->s = NULL;
-  }
+  loom_handle_close(&srv->h);
   while (!loom_list_empty(&srv->acceptors))
-    loom_wake(srv->lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
-  luaL_unref(L, LUA_REGISTRYINDEX, srv->ref);
-  srv->ref = LUA_NOREF;
+    loom_wake(srv->h.lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
 }
 
-static void server_teardown(uv_handle_t *h) {
-  server *srv = h->data;
-  server_shut(srv->lp->L, srv);
+static void server_teardown(loom_handle *h) {
+  server_shut((server *)h);
 }
 
 /* A connection is waiting: the acceptors try, and polling stops until one
@@ -269,7 +257,7 @@ static void on_readable(uv_poll_t *p, int status, int events) {
   uv_poll_stop(p);
   srv->polling = 0;
   if (!loom_list_empty(&srv->acceptors))
-    loom_wake(srv->lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
+    loom_wake(srv->h.lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
 }
 
 static server *checkserver(lua_State *L) {
@@ -297,7 +285,7 @@ static int wrap_accepted(lua_State *L, loom_state *S, server *srv, int fd) {
   if (rc < 0) {
     close(fd);
     c->data = NULL;
-    uv_close((uv_handle_t *)c, free_handle);
+    uv_close((uv_handle_t *)c, loom_handle_free);
     return loom_fail(L, rc, NULL);
   }
   if (!srv->pipe) uv_tcp_nodelay((uv_tcp_t *)c, 1);
@@ -350,7 +338,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
   r = sv_accept(L);
   /* the next acceptor in line tries too: several connections may wait */
   if (r == 1 && lua_type(L, -1) == LUA_TUSERDATA && !loom_list_empty(&srv->acceptors) && !srv->polling)
-    loom_wake(srv->lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
+    loom_wake(srv->h.lp, loom_container(srv->acceptors.next, loom_task, wait), 0);
   return r;
 }
 
@@ -368,12 +356,12 @@ static int sv_address(lua_State *L) {
   if (srv->pipe) {
     char path[1024];
     size_t plen = sizeof path;
-    rc = uv_pipe_getsockname((uv_pipe_t *)srv->s, path, &plen);
+    rc = uv_pipe_getsockname((uv_pipe_t *)srv->h.uv, path, &plen);
     if (rc < 0) return loom_fail(L, rc, NULL);
     lua_pushlstring(L, path, plen);
     return 1;
   }
-  rc = uv_tcp_getsockname((uv_tcp_t *)srv->s, (struct sockaddr *)&ss, &len);
+  rc = uv_tcp_getsockname((uv_tcp_t *)srv->h.uv, (struct sockaddr *)&ss, &len);
   if (rc < 0) return loom_fail(L, rc, NULL);
   return loom_push_addr(L, (struct sockaddr *)&ss);
 }
@@ -385,7 +373,7 @@ accepted go on. Also `<close>`. Never blocks.
 @usage server:close()
 */
 static int sv_close(lua_State *L) {
-  server_shut(L, loom_checkudata(L, 1, MT));
+  server_shut(loom_checkudata(L, 1, MT));
   return 0;
 }
 
@@ -398,34 +386,28 @@ static int sv_tostring(lua_State *L) {
 static server *new_server(lua_State *L, loom_state *S, uv_stream_t *hs, int pipe) {
   server *srv = lua_newuserdatauv(L, sizeof *srv, 0);
   memset(srv, 0, sizeof *srv);
-  srv->h.close = server_teardown;
-  srv->s = hs;
-  srv->lp = S->loop;
   srv->pipe = pipe;
-  srv->ref = LUA_NOREF;
   srv->fd = -1;
   loom_list_init(&srv->acceptors);
-  hs->data = srv;
   lua_pushvalue(L, MT);
   lua_setmetatable(L, -2);
+  loom_handle_open(L, &srv->h, S->loop, (uv_handle_t *)hs, -1, server_teardown);
   return srv;
 }
 
 static int listen_on(lua_State *L, server *srv, int backlog) {
-  int rc = uv_fileno((uv_handle_t *)srv->s, &srv->fd);
+  int rc = uv_fileno(srv->h.uv, &srv->fd);
   if (rc == 0 && listen(srv->fd, backlog) < 0) rc = uv_translate_sys_error(errno);
   if (rc == 0 && (srv->poll = malloc(sizeof *srv->poll)) == NULL) rc = UV_ENOMEM;
-  if (rc == 0 && (rc = uv_poll_init_socket(&srv->lp->uv, srv->poll, srv->fd)) < 0) {
+  if (rc == 0 && (rc = uv_poll_init_socket(&srv->h.lp->uv, srv->poll, srv->fd)) < 0) {
     free(srv->poll);
     srv->poll = NULL;
   }
   if (rc < 0) {
-    server_shut(L, srv);
+    server_shut(srv);
     return loom_fail(L, rc, NULL);
   }
   srv->poll->data = srv;
-  lua_pushvalue(L, -1);
-  srv->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
@@ -458,7 +440,7 @@ static int l_tcp_listen(lua_State *L) {
       rc = UV_EADDRINUSE;
   }
   if (rc < 0) {
-    server_shut(L, srv);
+    server_shut(srv);
     return loom_fail(L, rc, lua_tostring(L, 1));
   }
   return listen_on(L, srv, backlog);
@@ -478,7 +460,7 @@ static int l_pipe_listen(lua_State *L) {
   srv = new_server(L, S, (uv_stream_t *)h, 1);
   rc = uv_pipe_bind(h, path);
   if (rc < 0) {
-    server_shut(L, srv);
+    server_shut(srv);
     return loom_fail(L, rc, path);
   }
   return listen_on(L, srv, backlog);
@@ -488,10 +470,11 @@ static int l_pipe_listen(lua_State *L) {
    keepalive_seconds_or_false). */
 static int l_tcp_options(lua_State *L) {
   lstream *st = luaL_checkudata(L, 1, LOOM_STREAM);
-  if (st->s && st->s->type == UV_TCP) {
-    uv_tcp_nodelay((uv_tcp_t *)st->s, lua_toboolean(L, 2));
+  uv_tcp_t *h = (uv_tcp_t *)st->h.uv;
+  if (h && h->type == UV_TCP) {
+    uv_tcp_nodelay(h, lua_toboolean(L, 2));
     if (!lua_isnoneornil(L, 3))
-      uv_tcp_keepalive((uv_tcp_t *)st->s, lua_toboolean(L, 3),
+      uv_tcp_keepalive(h, lua_toboolean(L, 3),
                        lua_isnumber(L, 3) ? (unsigned)lua_tointeger(L, 3) : 60);
   }
   return 0;

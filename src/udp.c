@@ -15,12 +15,11 @@
 
 #define LOOM_UDP "loom.UDP"
 #define QUEUE_MAX 4096
+#define UDPH(s) ((uv_udp_t *)(s)->h.uv)
 
 typedef struct ludp {
-  loom_handle h; /* first: teardown closes an open socket through it */
-  uv_udp_t *u;
-  loom_loop *lp;
-  int ref, closed, receiving, err;
+  loom_handle h; /* first: its uv_udp_t (UDPH) */
+  int closed, receiving, err;
   int head, tail; /* queued datagrams: triples data, host, port at [head+1 .. tail] */
   loom_link readers;
 } ludp;
@@ -33,25 +32,15 @@ typedef struct sendreq {
 /* Upvalues: 1 = module state, 2 = the UDP metatable. */
 #define MT lua_upvalueindex(2)
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
-static void shut(lua_State *L, ludp *s) {
+static void shut(ludp *s) {
   if (s->closed) return;
   s->closed = 1;
-  if (s->u) {
-    uv_close((uv_handle_t *)s->u, free_handle);
-    s->u = NULL;
-  }
-  while (!loom_list_empty(&s->readers)) loom_wake(s->lp, loom_container(s->readers.next, loom_task, wait), 0);
-  luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
-  s->ref = LUA_NOREF;
+  loom_handle_close(&s->h);
+  while (!loom_list_empty(&s->readers)) loom_wake(s->h.lp, loom_container(s->readers.next, loom_task, wait), 0);
 }
 
-static void teardown_close(uv_handle_t *h) {
-  ludp *s = h->data;
-  shut(s->lp->L, s);
+static void teardown(loom_handle *h) {
+  shut((ludp *)h);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -64,12 +53,12 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
                     unsigned flags) {
   ludp *s = u->data;
-  lua_State *L = s->lp->L;
+  lua_State *L = s->h.lp->L;
   (void)flags;
   if (nread == 0 && addr == NULL) return; /* nothing more to read now */
   if (nread < 0) {
     s->err = (int)nread;
-    if (!loom_list_empty(&s->readers)) loom_wake(s->lp, loom_container(s->readers.next, loom_task, wait), 0);
+    if (!loom_list_empty(&s->readers)) loom_wake(s->h.lp, loom_container(s->readers.next, loom_task, wait), 0);
     return;
   }
   if (!loom_list_empty(&s->readers)) { /* hand it to the first waiting task */
@@ -77,10 +66,10 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
     lua_checkstack(t->co, 3);
     lua_pushlstring(t->co, buf->base, (size_t)nread);
     loom_push_addr(t->co, addr);
-    loom_wake(s->lp, t, 3);
+    loom_wake(s->h.lp, t, 3);
     return;
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->h.ref);
   lua_getiuservalue(L, -1, 1);
   if ((s->tail - s->head) / 3 >= QUEUE_MAX) { /* full: the oldest goes */
     int i;
@@ -144,7 +133,7 @@ static int u_recv(lua_State *L) {
     return loom_fail(L, rc, NULL);
   }
   if (!s->receiving) {
-    if ((rc = uv_udp_recv_start(s->u, on_alloc, on_recv)) < 0) return loom_fail(L, rc, NULL);
+    if ((rc = uv_udp_recv_start(UDPH(s), on_alloc, on_recv)) < 0) return loom_fail(L, rc, NULL);
     s->receiving = 1;
   }
   lua_settop(L, 1);
@@ -181,12 +170,12 @@ static int u_send(lua_State *L) {
   int rc;
   loom_parse_addr(L, 3, 4, &ss);
   if (s->closed) return loom_fail_closed(L);
-  rc = uv_udp_try_send(s->u, &b, 1, (struct sockaddr *)&ss);
+  rc = uv_udp_try_send(UDPH(s), &b, 1, (struct sockaddr *)&ss);
   if (rc == UV_EAGAIN) {
     if ((r = malloc(sizeof *r + len)) == NULL) return luaL_error(L, "send: out of memory");
     memcpy(r->data, data, len);
     b = uv_buf_init(r->data, (unsigned)len);
-    rc = uv_udp_send(&r->req, s->u, &b, 1, (struct sockaddr *)&ss, on_send);
+    rc = uv_udp_send(&r->req, UDPH(s), &b, 1, (struct sockaddr *)&ss, on_send);
     if (rc < 0) free(r);
   }
   if (rc < 0) return loom_fail(L, rc, NULL);
@@ -205,7 +194,7 @@ static int u_sockname(lua_State *L) {
   struct sockaddr_storage ss;
   int len = sizeof ss, rc;
   if (s->closed) return loom_fail_closed(L);
-  if ((rc = uv_udp_getsockname(s->u, (struct sockaddr *)&ss, &len)) < 0) return loom_fail(L, rc, NULL);
+  if ((rc = uv_udp_getsockname(UDPH(s), (struct sockaddr *)&ss, &len)) < 0) return loom_fail(L, rc, NULL);
   return loom_push_addr(L, (struct sockaddr *)&ss);
 }
 
@@ -216,7 +205,7 @@ Closes the socket; a task blocked in recv gets nil, "closed". Also
 @usage sock:close()
 */
 static int u_close(lua_State *L) {
-  shut(L, loom_checkudata(L, 1, MT));
+  shut(loom_checkudata(L, 1, MT));
   return 0;
 }
 
@@ -232,26 +221,22 @@ static int l_udp_bind(lua_State *L) {
   loom_state *S = loom_getstate(L);
   struct sockaddr_storage ss;
   ludp *s;
+  uv_udp_t *u;
   int rc;
   loom_parse_addr(L, 1, 2, &ss);
   if (S->loop == NULL) return loom_not_in_task(L, "bind");
   s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
-  s->h.close = teardown_close;
-  s->lp = S->loop;
-  s->ref = LUA_NOREF;
   loom_list_init(&s->readers);
   lua_pushvalue(L, MT);
   lua_setmetatable(L, -2);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);
-  if ((s->u = malloc(sizeof *s->u)) == NULL) return luaL_error(L, "bind: out of memory");
-  uv_udp_init(&S->loop->uv, s->u);
-  s->u->data = s;
-  lua_pushvalue(L, -1);
-  s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if ((rc = uv_udp_bind(s->u, (struct sockaddr *)&ss, 0)) < 0) {
-    shut(L, s);
+  if ((u = malloc(sizeof *u)) == NULL) return luaL_error(L, "bind: out of memory");
+  uv_udp_init(&S->loop->uv, u);
+  loom_handle_open(L, &s->h, S->loop, (uv_handle_t *)u, -1, teardown);
+  if ((rc = uv_udp_bind(UDPH(s), (struct sockaddr *)&ss, 0)) < 0) {
+    shut(s);
     return loom_fail(L, rc, lua_tostring(L, 1));
   }
   return 1;
