@@ -12,7 +12,7 @@ HDR       := $(wildcard src/*.h)
 BUSTED    := $(LUA) /usr/bin/busted
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all test asan bench demo clean fuzz docs
+.PHONY: all test asan bench demo clean fuzz docs stress
 
 all: build/loom/core.so
 
@@ -32,6 +32,13 @@ asan: build-asan/loom/core.so
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(BUSTED) --cpath='build-asan/?.so' $(BUSTED_ARGS)
+
+# The stress tier at ten times its suite size (minutes, not in CI), plain
+# and under ASan + UBSan.
+STRESS ?= 10
+stress: build/loom/core.so build-asan/loom/core.so
+	LOOM_STRESS=$(STRESS) $(BUSTED) spec/stress_spec.lua
+	LOOM_STRESS=$(STRESS) $(MAKE) -s asan BUSTED_ARGS="spec/stress_spec.lua"
 
 bench: build/loom/core.so
 	bash bench/run.sh
