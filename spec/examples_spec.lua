@@ -19,10 +19,10 @@ describe("examples", function()
     local starts, dones = times(out, "start"), times(out, "done ")
     assert.are.equal(3, #starts)
     assert.are.equal(3, #dones)
-    for _, s in ipairs(starts) do assert.is_true(s < 0.05) end
-    for _, d in ipairs(dones) do assert.is_true(d >= 0.19 and d < 0.35, out) end
+    for _, s in ipairs(starts) do assert.is_true(s < helper.upper(0, 0.05)) end
+    for _, d in ipairs(dones) do assert.is_true(d >= 0.19 and d < helper.upper(0.19, 0.35), out) end
     local total = assert(tonumber(out:match("(%d+%.%d+)s  all 3 fetches done")))
-    assert.is_true(total < 0.35, out)
+    assert.is_true(total < helper.upper(0, 0.35), out)
   end)
 
   it("bank_lock.lua keeps the balance right only with the lock", function()
@@ -45,7 +45,7 @@ describe("examples", function()
     end
     assert.are.equal(3, peak)
     local total = tonumber(out:match("(%d+%.%d+)s  all 10 done"))
-    assert.is_true(total >= 0.4 and total < 0.55, out)
+    assert.is_true(total >= 0.4 and total < helper.upper(0.4, 0.55), out)
   end)
 
   it("event_release.lua releases three waiters together", function()
@@ -54,7 +54,7 @@ describe("examples", function()
     local released = times(out, "runner %a released")
     assert.is_true(set >= 0.1)
     assert.are.equal(3, #released)
-    for _, r in ipairs(released) do assert.is_true(r - set < 0.02) end
+    for _, r in ipairs(released) do assert.is_true(r - set < helper.upper(0, 0.02)) end
   end)
 
   it("producer_consumer.lua moves 12 items through a queue of 5 and shuts down", function()
@@ -74,7 +74,7 @@ describe("examples", function()
     for secs, name in out:gmatch("(%d+%.%d+)s  (%a+) arrived") do arrived[#arrived + 1] = name end
     assert.are.same({ "tags", "users", "posts" }, arrived)
     local total = tonumber(out:match("(%d+%.%d+)s  gathered"))
-    assert.is_true(total >= 0.15 and total < 0.25, out)
+    assert.is_true(total >= 0.15 and total < helper.upper(0.15, 0.25), out)
   end)
 
   it("all_settled.lua reports the two successes and the failure", function()
@@ -106,7 +106,7 @@ describe("examples", function()
     local out = example("timeout")
     assert.matches("fast operation: ok=true, result after 0.5s", out, 1, true)
     local cut = tonumber(out:match("slow operation: ok=false, timeout %(cut after (%d+%.%d+)s%)"))
-    assert.is_true(cut >= 0.1 and cut < 0.2, out)
+    assert.is_true(cut >= 0.1 and cut < helper.upper(0.1, 0.2), out)
   end)
 
   it("walk.lua reports the ten largest files and the total of a tree", function()
@@ -184,15 +184,15 @@ describe("examples", function()
     assert.matches("done: 18 fetched, 2 failed, at most 5 in flight", out, 1, true)
     -- 20 fetches of 0.02-0.04 s five at a time, and one 0.1 s timeout
     local total = tonumber(out:match("(%d+%.%d+)s  done"))
-    assert(total > 0.09 and total < 0.4, out)
+    assert(total > 0.09 and total < helper.upper(0.09, 0.4), out)
   end)
 
   it("sequential_vs_concurrent.lua takes 6 units one way and 2 the other", function()
     local out = example("sequential_vs_concurrent")
     local seq = tonumber(out:match("(%d+%.%d+)s  sequential"))
     local con = tonumber(out:match("(%d+%.%d+)s  concurrent"))
-    assert(seq >= 0.59 and seq < 0.75, out)
-    assert(con >= 0.19 and con < 0.3, out)
+    assert(seq >= 0.59 and seq < helper.upper(0.59, 0.75), out)
+    assert(con >= 0.19 and con < helper.upper(0.19, 0.3), out)
   end)
 
   it("background_task.lua beats while the main work goes on, then cleans up", function()
@@ -212,7 +212,7 @@ describe("examples", function()
     assert.matches("resize       resize ok", out, 1, true)
     assert.matches("slow-report  still running: cancelled", out, 1, true)
     local t = tonumber(out:match("(%d+%.%d+)s  4 done"))
-    assert(t >= 0.09 and t < 0.2, out)
+    assert(t >= 0.09 and t < helper.upper(0.09, 0.2), out)
   end)
 
   it("context_manager.lua closes the resource on success, error and cancellation", function()
@@ -228,8 +228,8 @@ describe("examples", function()
     local out = example("timing_scope")
     local one = tonumber(out:match("one sleep%s+(%d+%.%d+)s"))
     local three = tonumber(out:match("gather of three%s+(%d+%.%d+)s"))
-    assert(one >= 0.03 and one < 0.08, out)
-    assert(three >= 0.04 and three < 0.09, out)
+    assert(one >= 0.03 and one < helper.upper(0.03, 0.08), out)
+    assert(three >= 0.04 and three < helper.upper(0.04, 0.09), out)
     assert.matches("failing block%s+%d+%.%d+s %(ended by an error%)", out)
   end)
 
@@ -265,7 +265,7 @@ describe("examples", function()
     for i = 1, 20 do assert.matches(("got 'echo request %d'"):format(i), out, 1, true) end
     assert.matches("20 requests over 3 connections (at most 3 in use at once)", out, 1, true)
     local total = tonumber(out:match("(%d+%.%d+)s  20 requests"))
-    assert(total >= 0.06 and total < 0.2, out) -- 7 rounds of 10 ms on 3 connections
+    assert(total >= 0.06 and total < helper.upper(0.06, 0.2), out) -- 7 rounds of 10 ms on 3 connections
   end)
 
   it("debug_blocking.lua shows debug mode naming the blocking task", function()

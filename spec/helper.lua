@@ -48,6 +48,17 @@ function helper.lua(script, opts)
   return out, code
 end
 
+--- The slack of timing checks (LOOM_TIME_SLACK, default 3): a busy or
+-- sanitized machine runs late, never early, so lower bounds stay exact and
+-- upper bounds get room.
+helper.SLACK = tonumber(os.getenv("LOOM_TIME_SLACK")) or 3
+
+--- An upper bound for a duration expected between lo and hi seconds: lo
+-- plus SLACK times the margin. Timings are asserted as `lo <= t < upper(lo, hi)`.
+function helper.upper(lo, hi)
+  return lo + (hi - lo) * helper.SLACK
+end
+
 --- Seconds taken by fn(...).
 function helper.elapsed(fn, ...)
   local t0 = loom.now()
