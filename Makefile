@@ -41,10 +41,7 @@ stress: build/loom/core.so build-asan/loom/core.so
 	LOOM_STRESS=$(STRESS) $(MAKE) -s asan BUSTED_ARGS="spec/stress_spec.lua"
 
 bench: build/loom/core.so
-	bash bench/run.sh
-	bash bench/echo.sh
-	bash bench/http.sh
-	bash bench/http_client.sh
+	bash bench/all.sh
 
 # The API reference from the doc comments (config.ld; Debian's lua-ldoc).
 # Any LDoc warning fails the build.

@@ -1,0 +1,101 @@
+-- Draws the ratios of one `make bench` output (bench/all.sh) as an SVG bar
+-- chart on stdout: for every benchmark and peer, how loom compares (above 1:
+-- loom is ahead), on a log scale. usage: lua5.4 bench/chart.lua results.txt
+local file = assert(arg[1], "usage: chart.lua results.txt")
+
+local function median(t)
+  table.sort(t)
+  local n = #t
+  if n == 0 then return nil end
+  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+local groups, order = {}, {}
+local function add(group, peer, ratio)
+  if not ratio or ratio ~= ratio or ratio <= 0 then return end
+  if not groups[group] then groups[group] = { peers = {}, list = {} }; order[#order + 1] = group end
+  local g = groups[group]
+  if not g.peers[peer] then g.peers[peer] = {}; g.list[#g.list + 1] = peer end
+  table.insert(g.peers[peer], ratio)
+end
+
+local section, bench, title
+local echo, http = {}, {}
+for line in io.lines(file) do
+  local s = line:match("^## (.+)$")
+  if s then section = s end
+  title = title or line:match("^# (make bench on commit [^,%s]+)")
+  if section == "scheduler" then
+    bench = line:match("^(%a+) %(median of") or bench
+    local rt, ratio = line:match("^  (%S+)%s+[%d.]+%s+[%d.]+%s+%d+%s+([%d.]+)%s+[%d.]+$")
+    if rt and rt ~= "loom" then add(bench, rt, tonumber(ratio)) end
+  elseif section == "echo" then
+    local size, name, rps = line:match("^size%s+(%d+)%s+(%S+)%s+(%d+) rps")
+    if size then
+      echo[size] = echo[size] or {}
+      echo[size][name] = echo[size][name] or {}
+      table.insert(echo[size][name], tonumber(rps))
+    end
+  elseif section == "http server" then
+    local name, rps = line:match("^(%S+)%s+(%d+) req/s")
+    if name then
+      http[name] = http[name] or {}
+      table.insert(http[name], tonumber(rps))
+    end
+  elseif section == "http client" then
+    add("http client", "aiohttp", tonumber(line:match("loom/aiohttp ([%d.]+)")))
+  end
+end
+for _, size in ipairs({ "64", "1024", "16384" }) do
+  local e = echo[size]
+  if e and e.loom then
+    local l = median(e.loom)
+    for _, peer in ipairs({ "C-libuv", "luv", "cqueues", "uvloop", "node" }) do
+      if e[peer] then add("echo " .. size .. " B", peer, l / median(e[peer])) end
+    end
+  end
+end
+if http.loom then
+  for _, peer in ipairs({ "nginx", "node", "aiohttp", "lua-http" }) do
+    if http[peer] then add("http server", peer, median(http.loom) / median(http[peer])) end
+  end
+end
+
+-- layout: one row per (benchmark, peer), log2 scale from 1/4 to 64
+local rows = {}
+for _, gname in ipairs(order) do
+  local g = groups[gname]
+  for _, peer in ipairs(g.list) do rows[#rows + 1] = { group = gname, peer = peer, r = median(g.peers[peer]) } end
+end
+local W, left, right, top, rowh = 760, 200, 40, 50, 16
+local H = top + #rows * rowh + 40
+local lo, hi = math.log(1 / 4, 2), math.log(64, 2)
+local function x(r)
+  local v = math.max(lo, math.min(hi, math.log(r, 2)))
+  return left + (v - lo) / (hi - lo) * (W - left - right)
+end
+local out = {}
+local function p(...) out[#out + 1] = string.format(...) end
+p('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">', W, H)
+p('<rect width="100%%" height="100%%" fill="white"/>')
+p('<text x="%d" y="20" font-size="14">loom against its peers (%s): above 1, loom is ahead</text>', left - 180,
+  title or "make bench")
+for _, r in ipairs({ 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64 }) do
+  p('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s"/>', x(r), top - 8, x(r), H - 30, r == 1 and "black" or "#ddd")
+  p('<text x="%.1f" y="%d" text-anchor="middle">%g</text>', x(r), H - 16, r)
+end
+local last
+for i, row in ipairs(rows) do
+  local y = top + (i - 1) * rowh
+  if row.group ~= last then
+    p('<text x="4" y="%d" font-weight="bold">%s</text>', y + 11, row.group)
+    last = row.group
+  end
+  p('<text x="%d" y="%d" text-anchor="end">%s</text>', left - 6, y + 11, row.peer)
+  local x0, x1 = x(1), x(row.r)
+  p('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"/>', math.min(x0, x1), y + 2,
+    math.max(1, math.abs(x1 - x0)), rowh - 4, row.r >= 1 and "#2a7" or "#d54")
+  p('<text x="%.1f" y="%d">%.2f</text>', math.max(x0, x1) + 4, y + 11, row.r)
+end
+p('</svg>')
+print(table.concat(out, "\n"))
