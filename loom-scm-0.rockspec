@@ -18,6 +18,7 @@ dependencies = {
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
 }
 build = {
   type = "builtin",
@@ -30,11 +31,12 @@ build = {
     ["loom.net"] = "lua/loom/net.lua",
     ["loom.process"] = "lua/loom/process.lua",
     ["loom.http"] = "lua/loom/http.lua",
+    ["loom.tls"] = "lua/loom/tls.lua",
     ["loom.core"] = {
-      sources = { "src/core.c", "src/debug.c", "src/fs.c", "src/fswatch.c", "src/http.c", "src/process.c", "src/queue.c", "src/sched.c", "src/stream.c", "src/sync.c", "src/task.c", "src/tcp.c", "src/thread.c", "src/timer.c", "src/udp.c", "src/watch.c" },
-      libraries = { "uv", "http_parser" },
-      incdirs = { "$(LIBUV_INCDIR)", "$(HTTP_PARSER_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(HTTP_PARSER_LIBDIR)" },
+      sources = { "src/core.c", "src/debug.c", "src/errors.c", "src/fs.c", "src/fswatch.c", "src/handle.c", "src/http.c", "src/process.c", "src/queue.c", "src/sched.c", "src/stream.c", "src/sync.c", "src/task.c", "src/tcp.c", "src/thread.c", "src/timer.c", "src/tls.c", "src/udp.c", "src/watch.c" },
+      libraries = { "uv", "http_parser", "ssl", "crypto" },
+      incdirs = { "$(LIBUV_INCDIR)", "$(HTTP_PARSER_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HTTP_PARSER_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
   },
 }

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include "loom.h"
+#include "tls.h"
 
 /* loom.core._last_handles(): handles the last loom.run found still open when
    its tasks had all ended (0 for a clean program). For tests. */
@@ -66,6 +67,7 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_fswatch(L);
   loom_open_stream(L);
   loom_open_tcp(L);
+  loom_open_tls(L);
   loom_open_http(L);
   loom_open_udp(L);
   loom_open_process(L);

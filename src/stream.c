@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include "loom.h"
 #include "stream.h"
+#include "tls.h"
 
 #define READ_HIGH (256 * 1024) /* stop reading above this many buffered bytes */
 #define WRITE_HIGH (1024 * 1024) /* write waits while more than this is queued */
@@ -69,6 +70,7 @@ static void mark_closed(lstream *st) {
 void loom_stream_shut(lstream *st) {
   if (st->closed) return;
   mark_closed(st);
+  if (st->tls && st->h.uv) loom_tls_close_notify(st); /* queued like any write */
   if (st->h.uv && st->queued > 0 && !st->werr) {
     st->flushing = 1;
     st->lp->lingering++;
@@ -129,7 +131,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   *buf = uv_buf_init(lp->readbuf, lp->readbuf ? LOOM_STREAM_READ : 0);
 }
 
-static int buffer_append(lstream *st, const char *p, size_t n) {
+int loom_stream_append(lstream *st, const char *p, size_t n) {
   if (st->rpos > 0 && st->rlen + n > st->rcap) { /* compact first */
     memmove(st->rbuf, st->rbuf + st->rpos, st->rlen - st->rpos);
     st->rlen -= st->rpos;
@@ -171,25 +173,34 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   loom_task *t;
   if (nread == 0) return;
   if (nread < 0) {
-    if (nread == UV_EOF && (st->rerr = pending_error(s)) == 0)
+    if (nread == UV_EOF && (st->rerr = pending_error(s)) == 0) {
       st->eof = 1;
-    else if (nread != UV_EOF)
+      if (st->tls) loom_tls_eof(st);
+    } else if (nread != UV_EOF) {
       st->rerr = (int)nread;
+    }
     stop_reading(st);
     wake_all(st->lp, &st->readers);
     return;
   }
-  /* a reader waiting for anything, with nothing buffered: its bytes go
-     straight into its result, one copy */
-  if (st->rlen == st->rpos && !loom_list_empty(&st->readers) &&
+  /* under TLS the bytes are ciphertext: the TLS layer puts the plaintext in
+     the buffer. Otherwise a reader waiting for anything, with nothing
+     buffered, gets its bytes straight into its result, one copy. */
+  if (st->tls) {
+    int rc = loom_tls_input(st, buf->base, (size_t)nread);
+    if (rc < 0) {
+      st->rerr = rc;
+      stop_reading(st);
+    }
+  } else if (st->rlen == st->rpos && !loom_list_empty(&st->readers) &&
       (t = loom_container(st->readers.next, loom_task, wait))->state == LOOM_WAITING &&
       st->want == WANT_ANY && st->want_task == t) {
     size_t n = (size_t)nread < st->want_n ? (size_t)nread : st->want_n;
     lua_pushlstring(t->co, buf->base, n);
     st->want_task = NULL;
     loom_wake(st->lp, t, 1);
-    if ((size_t)nread > n && buffer_append(st, buf->base + n, (size_t)nread - n) < 0) st->rerr = UV_ENOMEM;
-  } else if (buffer_append(st, buf->base, (size_t)nread) < 0) {
+    if ((size_t)nread > n && loom_stream_append(st, buf->base + n, (size_t)nread - n) < 0) st->rerr = UV_ENOMEM;
+  } else if (loom_stream_append(st, buf->base, (size_t)nread) < 0) {
     st->rerr = UV_ENOMEM;
     stop_reading(st);
   }
@@ -333,6 +344,12 @@ static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
     }
     default: /* WANT_ALL */
       if (st->rerr) return loom_fail(L, st->rerr, NULL);
+      if (st->eof && st->tls && loom_tls_truncated(st)) { /* the end is not proven: say so */
+        lua_pushnil(L);
+        lua_pushliteral(L, "connection closed without TLS close_notify (the data may be truncated)");
+        lua_pushliteral(L, "EPROTO");
+        return 3;
+      }
       if (st->eof) {
         lua_pushlstring(L, p, have);
         st->rpos += have;
@@ -458,47 +475,54 @@ static int write_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* Sends n buffers with one vectored write: tried at once, only the unsent
-   tail copied and queued (the buffers may be freed once it returns). Pushes
-   true (1) or nil, msg, code (3), or returns 0 when more than WRITE_HIGH
-   bytes are queued: the caller then returns loom_stream_drain's value. */
-int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
+/* Sends n buffers as they are (the transport's bytes): tried at once, only
+   the unsent tail copied and queued. 0, or the libuv error (kept in werr). */
+int loom_stream_raw_send(lstream *st, const uv_buf_t *bufs, int n) {
   size_t total = 0, sent = 0, at;
   int i, rc;
   wreq *w;
+  uv_buf_t b;
   for (i = 0; i < n; i++) total += bufs[i].len;
-  if (st->closed || loom_stream_sock(st) == NULL) return loom_fail_closed(L);
-  if (st->werr) return loom_fail(L, st->werr, NULL);
+  if (st->werr) return st->werr;
   if (st->queued == 0 && total > 0) {
     rc = uv_try_write(loom_stream_sock(st), bufs, (unsigned)n);
     if (rc >= 0)
       sent = (size_t)rc;
-    else if (rc != UV_EAGAIN) {
-      st->werr = rc;
-      return loom_fail(L, rc, NULL);
-    }
+    else if (rc != UV_EAGAIN)
+      return st->werr = rc;
   }
-  if (sent < total) { /* queue the tail, copied: the request owns it */
-    uv_buf_t b;
-    if ((w = malloc(sizeof *w + (total - sent))) == NULL) return luaL_error(L, "write: out of memory");
-    at = 0;
-    for (i = 0; i < n; i++) {
-      size_t len = bufs[i].len, skip = sent > len ? len : sent;
-      memcpy(w->data + at, bufs[i].base + skip, len - skip);
-      at += len - skip;
-      sent -= skip;
-    }
-    w->st = st;
-    w->len = at;
-    b = uv_buf_init(w->data, (unsigned)at);
-    rc = uv_write(&w->req, loom_stream_sock(st), &b, 1, on_write);
-    if (rc < 0) {
-      free(w);
-      st->werr = rc;
-      return loom_fail(L, rc, NULL);
-    }
-    st->queued += at;
+  if (sent == total) return 0;
+  /* queue the tail, copied: the request owns it */
+  if ((w = malloc(sizeof *w + (total - sent))) == NULL) return st->werr = UV_ENOMEM;
+  at = 0;
+  for (i = 0; i < n; i++) {
+    size_t len = bufs[i].len, skip = sent > len ? len : sent;
+    memcpy(w->data + at, bufs[i].base + skip, len - skip);
+    at += len - skip;
+    sent -= skip;
   }
+  w->st = st;
+  w->len = at;
+  b = uv_buf_init(w->data, (unsigned)at);
+  rc = uv_write(&w->req, loom_stream_sock(st), &b, 1, on_write);
+  if (rc < 0) {
+    free(w);
+    return st->werr = rc;
+  }
+  st->queued += at;
+  return 0;
+}
+
+/* Sends n buffers with one vectored write (through the stream's TLS layer
+   when it has one): tried at once, only the unsent tail copied and queued
+   (the buffers may be freed once it returns). Pushes true (1) or nil, msg,
+   code (3), or returns 0 when more than WRITE_HIGH bytes are queued: the
+   caller then returns loom_stream_drain's value. */
+int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
+  int rc;
+  if (st->closed || loom_stream_sock(st) == NULL) return loom_fail_closed(L);
+  rc = st->tls ? loom_tls_send(st, bufs, n) : loom_stream_raw_send(st, bufs, n);
+  if (rc < 0) return loom_fail(L, rc, NULL);
   if (st->queued > WRITE_HIGH) return 0;
   lua_pushboolean(L, 1);
   return 1;
@@ -661,6 +685,7 @@ static int s_gc(lua_State *L) {
   lstream *st = lua_touserdata(L, 1);
   free(st->rbuf);
   st->rbuf = NULL;
+  if (st->tls) loom_tls_free(st);
   return 0;
 }
 

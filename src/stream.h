@@ -10,6 +10,8 @@
 
 #define LOOM_STREAM "loom.Stream"
 
+typedef struct loom_tls loom_tls;
+
 typedef struct lstream {
   loom_handle h;  /* first: a uv_tcp_t or uv_pipe_t (loom_stream_sock) */
   loom_loop *lp;
@@ -27,6 +29,7 @@ typedef struct lstream {
   size_t want_n;
   loom_task *want_task; /* a reader of "anything" the read callback may hand bytes to */
   loom_link readers, writers;
+  loom_tls *tls;  /* the TLS layer beneath the buffer, or NULL (tls.h) */
 } lstream;
 
 #define loom_stream_sock(st) ((uv_stream_t *)(st)->h.uv)
@@ -43,6 +46,10 @@ void loom_parse_addr(lua_State *L, int hidx, int pidx, struct sockaddr_storage *
 void loom_open_stream(lua_State *L);
 int loom_stream_wait(lua_State *L, loom_task *t, lstream *st, uint64_t deadline, lua_KFunction k);
 int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n);
+/* For the transport beneath the buffer (tls.c): bytes as the socket carries
+   them out, and plaintext into the read buffer. 0 or a libuv error. */
+int loom_stream_raw_send(lstream *st, const uv_buf_t *bufs, int n);
+int loom_stream_append(lstream *st, const char *p, size_t n);
 int loom_stream_drain(lua_State *L, loom_task *t, lstream *st, lua_KFunction k);
 int loom_stream_drained(lua_State *L, loom_task *t, lstream *st);
 

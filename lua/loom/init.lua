@@ -257,6 +257,7 @@ local net = require "loom.net"
 loom.tcp, loom.unix, loom.dns, loom.udp = net.tcp, net.unix, net.dns, net.udp
 local proc = require "loom.process"
 loom.process, loom.signal = proc.process, proc.signal
+loom.tls = require "loom.tls"
 loom.http = require "loom.http"
 
 -- loom.thread.run is documented in src/thread.c.

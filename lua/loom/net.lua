@@ -33,6 +33,10 @@ function dns.resolve(host)
   return out
 end
 
+-- The host name each connected stream was opened with (tls.wrap checks the
+-- certificate against it).
+local hosts = setmetatable({}, { __mode = "k" })
+
 local function remaining(deadline)
   return math.max(0, deadline - core.now())
 end
@@ -64,6 +68,7 @@ function tcp.connect(host, port, opts)
     if not done then return nil, ("%s:%d: timeout"):format(host, port), "ETIMEDOUT" end
     if st then
       core._tcp_options(st, opts.nodelay ~= false, opts.keepalive)
+      hosts[st] = host
       return st
     end
     err, code = e, c
@@ -101,7 +106,7 @@ local DEFAULT_MAX_CONNECTIONS = 10000
 -- `max` connections it stops accepting (new clients wait in the backlog)
 -- after asking `on_full` to free some (loom.http closes idle keep-alive
 -- connections). Also loom.http's acceptor.
-local function run_server(server, handler, what, log, max, on_full)
+local function run_server(server, handler, what, log, max, on_full, tls_ctx, hs_timeout)
   log = log or stderr_log
   local slots = core.semaphore(max or DEFAULT_MAX_CONNECTIONS)
   local function take_slot()
@@ -118,6 +123,15 @@ local function run_server(server, handler, what, log, max, on_full)
       local st, err, code = server:accept()
       if st then
         core.spawn(function()
+          -- the handler only ever sees a stream whose handshake completed
+          if tls_ctx then
+            local done, s = core.timeout(hs_timeout or 10, core._tls_wrap, st, tls_ctx, true)
+            if not (done and s) then
+              slots:release()
+              st:abort()
+              return
+            end
+          end
           local ok, e = xpcall(handler, debug.traceback, st)
           slots:release()
           -- a handler that returned has said all it meant to: flush it; one
@@ -141,6 +155,17 @@ local function run_server(server, handler, what, log, max, on_full)
   return server
 end
 
+-- The TLS context of a server's opts.tls (nil without one).
+local function server_tls(opts, fname)
+  if opts == nil or opts.tls == nil then return nil end
+  local ctx = require("loom.tls")._context_of(opts.tls, 3, fname)
+  local t = opts.handshake_timeout
+  if t ~= nil and (type(t) ~= "number" or t <= 0) then
+    error(("bad argument #3 to '%s' (handshake_timeout must be a positive number)"):format(fname), 3)
+  end
+  return ctx, t
+end
+
 local function check_max(opts, fname)
   local max = opts and opts.max_connections
   if max ~= nil and (math.type(max) ~= "integer" or max < 1) then
@@ -159,7 +184,10 @@ end
 -- @tparam function handler given each connection's Stream
 -- @tparam[opt] table opts as listen's, and `max_connections` (default
 -- 10,000: at that many, accepting pauses and new clients wait in the
--- backlog until a connection ends)
+-- backlog until a connection ends), `tls` (a loom.tls context or its
+-- fields: the handler only ever gets a stream whose handshake completed;
+-- a client that fails or stalls past `handshake_timeout`, default 10 s, is
+-- dropped)
 -- @return the Server (`address`, `close`: stop accepting; handlers running go on), or nil, msg, code
 -- @usage loom.tcp.serve("0.0.0.0", 7000, function(s)
 --   for line in s:lines() do s:write(line, "\n") end
@@ -167,9 +195,10 @@ end
 function tcp.serve(host, port, handler, opts)
   check_type(handler, "function", 3, "serve")
   local max = check_max(opts, "serve")
+  local ctx, hs = server_tls(opts, "serve")
   local server, err, code = tcp.listen(host, port, opts)
   if not server then return nil, err, code end
-  return run_server(server, handler, "tcp server", nil, max)
+  return run_server(server, handler, "tcp server", nil, max, nil, ctx, hs)
 end
 
 --- Connects to the Unix socket at path. Blocks.
@@ -197,15 +226,17 @@ end
 -- @function unix.serve
 -- @tparam string path
 -- @tparam function handler given each connection's Stream
--- @tparam[opt] table opts `backlog`, `max_connections` (as tcp.serve's)
+-- @tparam[opt] table opts `backlog`, `max_connections`, `tls`,
+-- `handshake_timeout` (as tcp.serve's)
 -- @return the Server, or nil, msg, code
 -- @usage loom.unix.serve("/tmp/app.sock", function(s) s:write("hello\n") end)
 function unix.serve(path, handler, opts)
   check_type(handler, "function", 2, "serve")
   local max = check_max(opts, "serve")
+  local ctx, hs = server_tls(opts, "serve")
   local server, err, code = unix.listen(path, opts)
   if not server then return nil, err, code end
-  return run_server(server, handler, "unix server", nil, max)
+  return run_server(server, handler, "unix server", nil, max, nil, ctx, hs)
 end
 
 local udp = {}
@@ -245,4 +276,5 @@ function udp.bind(host, port)
   return core._udp_bind(addrs[1], port)
 end
 
-return { tcp = tcp, unix = unix, dns = dns, udp = udp, _run_server = run_server, _log = stderr_log }
+return { tcp = tcp, unix = unix, dns = dns, udp = udp, _run_server = run_server, _log = stderr_log,
+  _host_of = function(st) return hosts[st] end, _server_tls = server_tls }
