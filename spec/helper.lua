@@ -59,6 +59,30 @@ function helper.upper(lo, hi)
   return lo + (hi - lo) * helper.SLACK
 end
 
+--- A directory of test certificates (tools/mkcerts.sh: ca, server for
+-- localhost and 127.0.0.1, wrong, expired, client, self), made once per run
+-- and removed at exit. Returns its path with a trailing slash.
+local certs
+function helper.certs()
+  if certs then return certs end
+  local h = io.popen("mktemp -d /tmp/loom-certs-XXXXXX")
+  local dir = h:read("l")
+  h:close()
+  assert(os.execute("bash tools/mkcerts.sh " .. dir), "tools/mkcerts.sh failed")
+  certs = dir .. "/"
+  helper._certs_guard = setmetatable({}, { __gc = function() os.execute("rm -rf " .. dir) end })
+  return certs
+end
+
+--- Starts a shell command in the background; returns its pid. Its output
+-- goes to the file `log` (default /dev/null).
+function helper.spawn_bg(cmd, log)
+  local h = io.popen(("sh -c '%s >%s 2>&1 & echo $!'"):format(cmd:gsub("'", "'\\''"), log or "/dev/null"))
+  local pid = tonumber(h:read("l"))
+  h:close()
+  return pid
+end
+
 --- Seconds taken by fn(...).
 function helper.elapsed(fn, ...)
   local t0 = loom.now()

@@ -7,6 +7,7 @@
 -- @module loom.http
 local core = require "loom.core"
 local net = require "loom.net"
+local tls = require "loom.tls"
 
 local http = {}
 
@@ -399,7 +400,8 @@ end
 -- `body_timeout` (30 s per read), `send_timeout` (30 s), `on_error` (a
 -- function given each handler error; default: stderr), `backlog`,
 -- `reuseport`, `max_connections` (10,000: at that many, idle keep-alive
--- connections are closed first, then accepting pauses until one ends)
+-- connections are closed first, then accepting pauses until one ends),
+-- `tls` (a loom.tls context or its fields: HTTPS), `handshake_timeout` (10 s)
 -- @return a Server, or nil, msg, code
 -- @usage loom.http.serve("0.0.0.0", 8080, function(req)
 --   return 200, { ["Content-Type"] = "text/plain" }, "hello " .. req.path
@@ -421,6 +423,7 @@ function http.serve(host, port, handler, opts)
   setdefault(o, "body_timeout", 30)
   setdefault(o, "send_timeout", 30)
   setdefault(o, "on_error", net._log)
+  local tls_ctx, hs_timeout = net._server_tls(opts, "serve")
   local listener, err, code = net.tcp.listen(host, port, { backlog = o.backlog, reuseport = o.reuseport })
   if not listener then return nil, err, code end
   local server = setmetatable({ _listener = listener, _handler = handler, _opts = o, _conns = {},
@@ -443,7 +446,7 @@ function http.serve(host, port, handler, opts)
         if idle and served > 0 then entry.stream:close() end
       end
     end
-  end)
+  end, tls_ctx, hs_timeout)
   return server
 end
 
@@ -519,9 +522,34 @@ local function get_pool(key, limit)
   return pool
 end
 
+-- The client's TLS settings for an https URL: ALPN http/1.1 and the user's
+-- `tls` (a context or its fields; verification stays on unless it says
+-- verify = false).
+local tls_clients = setmetatable({}, { __mode = "k" })
+local default_tls
+
+local function client_tls(opts)
+  local t = opts.tls
+  if t == nil then
+    default_tls = default_tls or tls._context_of({ alpn = { "http/1.1" } })
+    return default_tls
+  end
+  if getmetatable(t) == core._TLSContext or t.context then return tls._context_of(t, 1, "request") end
+  local ctx = tls_clients[t]
+  if not ctx then
+    local f = { alpn = { "http/1.1" } }
+    for k, v in pairs(t) do if k ~= "alpn" then f[k] = v end end
+    ctx = tls._context_of(f, 1, "request")
+    tls_clients[t] = ctx
+  end
+  return ctx
+end
+
 -- A connection to host:port from the pool (reused when one is idle and
--- still open), within the per-host limit. May block.
-local function lease_conn(pool, host, port, opts)
+-- still open), within the per-host limit; https connections are TLS, with
+-- the pool's last session offered for resumption. May block.
+local function lease_conn(pool, u, opts)
+  local host, port = u.host, u.port
   pool.sem:acquire()
   local lease = setmetatable({ pool = pool }, Lease)
   local idle = pool.idle
@@ -534,6 +562,12 @@ local function lease_conn(pool, host, port, opts)
     conn:stream():close()
   end
   local ok, st, err, code = pcall(net.tcp.connect, host, port)
+  if ok and st and u.scheme == "https" then
+    local raw = st
+    ok, st, err, code = pcall(tls.wrap, raw, { context = client_tls(opts), servername = host, _session = pool.session })
+    if not ok then raw:abort() end
+    if ok and st then pool.session = tls._session(st) or pool.session end
+  end
   if not ok or not st then
     lease.released = true
     pool.sem:release()
@@ -549,7 +583,7 @@ local stale = { EOF = true, ECONNRESET = true, EPIPE = true, ECLOSED = true }
 
 -- One exchange on one connection: response, or nil, msg, code, retryable.
 local function exchange(pool, u, method, opts)
-  local lease <close>, err, code = lease_conn(pool, u.host, u.port, opts)
+  local lease <close>, err, code = lease_conn(pool, u, opts)
   if not lease then return nil, err, code end
   local conn = lease.conn
   local ok
@@ -587,23 +621,24 @@ local function exchange(pool, u, method, opts)
   return nil, err, code, lease.reused and stale[code] and idempotent[method]
 end
 
+local default_port = { http = 80, https = 443 }
+
 local function parse_url(url)
   local scheme, host, port, target, userinfo = core._http_parse_url(url)
   if not scheme then return nil, host, port end
   scheme = scheme:lower()
-  if scheme == "https" then return nil, "https is not supported yet", "ENOTSUP" end
-  if scheme ~= "http" then return nil, ("unsupported URL scheme '%s'"):format(scheme), "EINVAL" end
-  local u = { host = host, port = port or 80, target = target, userinfo = userinfo }
+  if not default_port[scheme] then return nil, ("unsupported URL scheme '%s'"):format(scheme), "EINVAL" end
+  local u = { scheme = scheme, host = host, port = port or default_port[scheme], target = target, userinfo = userinfo }
   local h = host:find(":", 1, true) and "[" .. host .. "]" or host
-  u.hostport = port and port ~= 80 and h .. ":" .. port or h
-  u.key = host .. ":" .. u.port
+  u.hostport = port and port ~= default_port[scheme] and h .. ":" .. port or h
+  u.key = scheme .. "://" .. host .. ":" .. u.port
   return u
 end
 
 local function resolve(base, location)
   if location:match("^%a[%w+.-]*://") then return location end
-  if location:sub(1, 2) == "//" then return "http:" .. location end
-  local origin = "http://" .. base.hostport
+  if location:sub(1, 2) == "//" then return base.scheme .. ":" .. location end
+  local origin = base.scheme .. "://" .. base.hostport
   if location:sub(1, 1) == "/" then return origin .. location end
   local dir = base.target:match("^([^?]*/)") or "/"
   return origin .. dir .. location
@@ -646,8 +681,9 @@ end
 --- Makes an HTTP request. Connections are kept alive and pooled per host;
 -- a pooled connection the server closed meanwhile is replaced and the
 -- request retried once (idempotent methods). Blocks.
--- @tparam table opts `url` (http only: https gives nil, "https is not
--- supported yet", "ENOTSUP"), `method` ("GET"), `headers`, `body` (a
+-- @tparam table opts `url` (http or https: TLS verified by default),
+-- `tls` (for https: a loom.tls context or its fields, e.g. `ca`, `verify =
+-- false`), `method` ("GET"), `headers`, `body` (a
 -- string), `query` (a table appended to the URL), `timeout` (30 s for the
 -- whole exchange; with stream, until the head), `redirects` (5; 0 to not
 -- follow), `stream` (read the body with `res:read()`), `max_per_host` (64
@@ -655,7 +691,7 @@ end
 -- over it: nil, "body too large", "EBODY"). Interim responses (1xx but
 -- 101) are skipped.
 -- @return a ClientResponse, or nil, msg, code ("ETIMEDOUT", "ECONNREFUSED",
--- "EPROTO", "EINVAL", "EREDIRECT", "ENOTSUP" ...)
+-- "EPROTO", "ECERT", "EINVAL", "EREDIRECT" ...)
 -- @usage local res = assert(loom.http.request{ method = "POST", url = api .. "/items",
 --   headers = { ["Content-Type"] = "application/json" }, body = json, timeout = 5 })
 function http.request(opts)

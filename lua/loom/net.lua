@@ -123,21 +123,22 @@ local function run_server(server, handler, what, log, max, on_full, tls_ctx, hs_
       local st, err, code = server:accept()
       if st then
         core.spawn(function()
+          -- a handler that returned has said all it meant to: flush it; one
+          -- that failed or was cancelled (or a handshake that did not
+          -- complete) may have stopped half-way, and its peer must not take
+          -- the truncated bytes for a whole reply
+          local clean = false
+          local _ <close> = setmetatable({}, { __close = function()
+            slots:release()
+            if clean then st:close() else st:abort() end
+          end })
           -- the handler only ever sees a stream whose handshake completed
           if tls_ctx then
             local done, s = core.timeout(hs_timeout or 10, core._tls_wrap, st, tls_ctx, true)
-            if not (done and s) then
-              slots:release()
-              st:abort()
-              return
-            end
+            if not (done and s) then return end
           end
           local ok, e = xpcall(handler, debug.traceback, st)
-          slots:release()
-          -- a handler that returned has said all it meant to: flush it; one
-          -- that failed or was cancelled may have stopped half-way, and its
-          -- peer must not take the truncated bytes for a whole reply
-          if ok then st:close() else st:abort() end
+          clean = ok
           if not ok and not core.is_cancelled(e) then
             log(("%s handler failed: %s"):format(what, tostring(e)))
           end
