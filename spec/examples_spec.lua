@@ -14,6 +14,13 @@ local function times(out, pattern)
 end
 
 describe("examples", function()
+  it("https.lua serves and fetches over verified TLS", function()
+    local out = example("https")
+    assert.matches("hello over TLS, /a\nhello over TLS, /b\nhello over TLS, /c\n", out, 1, true)
+    assert.matches("without the test CA:\tECERT\tcertificate verify failed", out, 1, true)
+    assert.matches("TLSv1%.3 %S+, certificate CN=localhost issued by CN=loom test CA", out)
+  end)
+
   it("fetch.lua runs three fetches concurrently", function()
     local out = example("fetch")
     local starts, dones = times(out, "start"), times(out, "done ")

@@ -290,6 +290,9 @@ describe("loom.tls with real peers", function()
         local r = assert(loom.http.get(("https://localhost:%d/%d"):format(port, i), { tls = trust }))
         assert.are.equal("hello over /" .. i, r.body)
       end
+      -- a pooled connection verified under one trust is never reused under another
+      local _, err, code = loom.http.get(("https://localhost:%d/x"):format(port))
+      assert.are.equal("ECERT", code, err)
       loom.http.close_idle()
       srv:close()
     end, 10)

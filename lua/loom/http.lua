@@ -564,7 +564,7 @@ local function lease_conn(pool, u, opts)
   local ok, st, err, code = pcall(net.tcp.connect, host, port)
   if ok and st and u.scheme == "https" then
     local raw = st
-    ok, st, err, code = pcall(tls.wrap, raw, { context = client_tls(opts), servername = host, _session = pool.session })
+    ok, st, err, code = pcall(tls.wrap, raw, { context = u.ctx, servername = host, _session = pool.session })
     if not ok then raw:abort() end
     if ok and st then pool.session = tls._session(st) or pool.session end
   end
@@ -654,6 +654,8 @@ local function perform(opts)
     if opts.query then
       u.target = u.target .. (u.target:find("?", 1, true) and "&" or "?") .. http.encode_query(opts.query)
     end
+    -- a TLS connection is only reused under the trust it was verified with
+    if u.scheme == "https" then u.ctx = client_tls(opts); u.key = u.key .. "|" .. tostring(u.ctx) end
     local pool = get_pool(u.key, opts.max_per_host or default_limit)
     local res, retry
     res, err, code, retry = exchange(pool, u, method, opts)
