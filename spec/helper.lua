@@ -74,10 +74,12 @@ function helper.certs()
   return certs
 end
 
---- Starts a shell command in the background; returns its pid. Its output
--- goes to the file `log` (default /dev/null).
+--- Starts a shell command in the background (outside the sanitizers'
+-- preload: peers are not under test); returns its pid. Its output goes to
+-- the file `log` (default /dev/null).
 function helper.spawn_bg(cmd, log)
-  local h = io.popen(("sh -c '%s >%s 2>&1 & echo $!'"):format(cmd:gsub("'", "'\\''"), log or "/dev/null"))
+  local h = io.popen(("unset LD_PRELOAD; sh -c '%s >%s 2>&1 & echo $!'"):format(cmd:gsub("'", "'\\''"),
+    log or "/dev/null"))
   local pid = tonumber(h:read("l"))
   h:close()
   return pid

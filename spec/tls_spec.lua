@@ -267,7 +267,7 @@ describe("loom.tls with real peers", function()
       assert.are.equal("ECERT", code, err)
       loom.http.close_idle()
       local srv, sport = echo_server(server_ctx)
-      local out = loom.process.run { "sh", "-c", ("(printf 'over s_client\\n'; sleep 1) | timeout 5 openssl s_client -connect " ..
+      local out = loom.process.run { "sh", "-c", ("(printf 'over s_client\\n'; sleep 1) | env -u LD_PRELOAD timeout 5 openssl s_client -connect " ..
         "127.0.0.1:%d -servername localhost -CAfile %sca.pem -verify_return_error -quiet -no_ign_eof"):format(sport, C) }
       assert.matches("echo over s_client", out)
       srv:close()
@@ -281,7 +281,7 @@ describe("loom.tls with real peers", function()
         return 200, { ["content-type"] = "text/plain" }, "hello over " .. req.path
       end, { tls = server_ctx }))
       local port = select(2, srv:address())
-      local out, code = loom.process.run { "curl", "-sS", "--cacert", C .. "ca.pem",
+      local out, code = loom.process.run { "env", "-u", "LD_PRELOAD", "curl", "-sS", "--cacert", C .. "ca.pem",
         ("https://localhost:%d/tls"):format(port) }
       assert.are.equal(0, code, out)
       assert.are.equal("hello over /tls", out)
