@@ -17,6 +17,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>
@@ -37,6 +38,9 @@ typedef struct tlsctx {
   int verify;          /* -1: the role's default, 0: off, 1: on */
   unsigned char *alpn; /* the protocols, in ALPN's wire format */
   unsigned alpn_len;
+  int nsni;            /* `servers`: host names and their contexts (kept in uservalue 1) */
+  char **sni_names;
+  SSL_CTX **sni_ctx;
 } tlsctx;
 
 struct loom_tls {
@@ -251,11 +255,91 @@ static const char *opt_string(lua_State *L, const char *k) {
 
 static int ctx_gc(lua_State *L) {
   tlsctx *c = lua_touserdata(L, 1);
+  int i;
   SSL_CTX_free(c->ctx);
   c->ctx = NULL;
   free(c->alpn);
   c->alpn = NULL;
+  for (i = 0; i < c->nsni; i++) free(c->sni_names[i]);
+  free(c->sni_names);
+  free(c->sni_ctx);
+  c->sni_names = NULL;
+  c->sni_ctx = NULL;
+  c->nsni = 0;
   return 0;
+}
+
+/* A server's SNI: the certificate of the name the client asked for, from
+   `servers` (case-insensitive), else the context's own. */
+static int on_servername(SSL *ssl, int *alert, void *arg) {
+  tlsctx *c = arg;
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  int i;
+  (void)alert;
+  if (name == NULL) return SSL_TLSEXT_ERR_OK;
+  for (i = 0; i < c->nsni; i++)
+    if (strcasecmp(name, c->sni_names[i]) == 0) {
+      SSL_set_SSL_CTX(ssl, c->sni_ctx[i]);
+      /* the chosen context's certificate; loom's verify mode and options stay */
+      break;
+    }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+/* servers = {[name] = {cert =, key =}}: a context per name, made with the
+   parent's other fields. */
+static void use_servers(lua_State *L, tlsctx *c) {
+  int n = 0, i = 0, sub;
+  if (lua_getfield(L, 1, "servers") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (!lua_istable(L, -1)) luaL_error(L, "bad argument #1 to 'context' (servers must be a table of name = {cert, key})");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    n++;
+    lua_pop(L, 1);
+  }
+  c->sni_names = calloc((size_t)n, sizeof *c->sni_names);
+  c->sni_ctx = calloc((size_t)n, sizeof *c->sni_ctx);
+  if (n > 0 && (c->sni_names == NULL || c->sni_ctx == NULL)) luaL_error(L, "tls.context: out of memory");
+  lua_createtable(L, n, 0); /* keeps the sub-contexts alive: the parent's uservalue */
+  sub = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, sub - 1)) {
+    tlsctx *sc;
+    if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
+      luaL_error(L, "bad argument #1 to 'context' (servers must be a table of name = {cert, key})");
+    {
+      lua_Debug ar; /* l_context itself, with its upvalues */
+      lua_getstack(L, 0, &ar);
+      lua_getinfo(L, "f", &ar);
+    }
+    lua_createtable(L, 0, 8);
+    lua_getfield(L, -3, "cert");
+    lua_setfield(L, -2, "cert");
+    lua_getfield(L, -3, "key");
+    lua_setfield(L, -2, "key");
+    {
+      static const char *const inherit[] = {"ca", "verify", "alpn", "min_version", "ciphers", NULL};
+      int k;
+      for (k = 0; inherit[k]; k++) {
+        lua_getfield(L, 1, inherit[k]);
+        lua_setfield(L, -2, inherit[k]);
+      }
+    }
+    lua_call(L, 1, 1);
+    sc = lua_touserdata(L, -1);
+    c->sni_names[i] = strdup(lua_tostring(L, -3));
+    c->sni_ctx[i] = sc->ctx;
+    c->nsni = ++i;
+    lua_rawseti(L, sub, i);
+    lua_pop(L, 1);
+  }
+  lua_setiuservalue(L, 2, 1);
+  lua_pop(L, 1);
+  SSL_CTX_set_tlsext_servername_callback(c->ctx, on_servername);
+  SSL_CTX_set_tlsext_servername_arg(c->ctx, c);
 }
 
 /***
@@ -265,7 +349,9 @@ A reusable TLS context with loom's secure defaults. Never blocks.
 directory or PEM text; default: the system store), `verify` (a client
 verifies unless `false`; a server asks for and checks client certificates
 when `true`), `alpn` (a list of protocol names), `min_version` ("1.2",
-the default, or "1.3"), `ciphers` (TLS 1.2 cipher list)
+the default, or "1.3"), `ciphers` (TLS 1.2 cipher list), `servers` (a
+server's certificates by host name, chosen by SNI: `{["api.example"] =
+{cert =, key =}}`; other names get `cert`)
 @return a context
 @raise on a bad field, an unreadable file or a key that does not match
 @usage local ctx = loom.tls.context{ cert = "server.pem", key = "server.key" }
@@ -275,7 +361,8 @@ static int l_context(lua_State *L) {
   const char *s, *cert, *key;
   int n, i;
   luaL_checktype(L, 1, LUA_TTABLE);
-  c = lua_newuserdatauv(L, sizeof *c, 0);
+  lua_settop(L, 1);
+  c = lua_newuserdatauv(L, sizeof *c, 1);
   memset(c, 0, sizeof *c);
   lua_pushvalue(L, CTX_MT);
   lua_setmetatable(L, -2);
@@ -331,6 +418,7 @@ static int l_context(lua_State *L) {
   }
   lua_pop(L, 1);
   SSL_CTX_set_alpn_select_cb(c->ctx, alpn_select, c);
+  use_servers(L, c);
   return 1;
 }
 

@@ -22,7 +22,9 @@ local fields = { "cert", "key", "ca", "verify", "alpn", "min_version", "ciphers"
 -- a directory or PEM text; default: the system store), `verify` (a client
 -- verifies unless `false`; a server asks for and checks client
 -- certificates when `true`), `alpn` (a list of protocol names),
--- `min_version` ("1.2", the default, or "1.3"), `ciphers` (for TLS 1.2)
+-- `min_version` ("1.2", the default, or "1.3"), `ciphers` (for TLS 1.2),
+-- `servers` (a server's certificates by host name, chosen by SNI:
+-- `{["api.example"] = {cert =, key =}}`; other names get `cert`)
 -- @return a context
 -- @usage local ctx = loom.tls.context{ cert = "cert.pem", key = "key.pem" }
 function tls.context(opts)
@@ -53,6 +55,7 @@ function tls._context_of(opts, n, fname)
     if getmetatable(opts.context) ~= CTX then argerror(n, fname, "context must be a loom.tls context") end
     return opts.context
   end
+  if opts.servers ~= nil then return core._tls_context(opts) end -- a server's: made once, not cached
   local key = cache_key(opts)
   local ctx = cache[key]
   if not ctx then
