@@ -23,6 +23,8 @@ mkdir -p bench/results
   bash bench/http.sh "${NET_ROUNDS:-3}"
   echo "## http client"
   bash bench/http_client.sh "${NET_ROUNDS:-3}"
+  echo "## https"
+  bash bench/https.sh "${NET_ROUNDS:-3}"
 } 2>&1 | tee "$name.txt"
 lua5.4 bench/chart.lua "$name.txt" > "$name.svg"
 cp "$name.txt" bench/results/latest.txt

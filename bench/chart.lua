@@ -20,7 +20,7 @@ local function add(group, peer, ratio)
 end
 
 local section, bench, title
-local echo, http = {}, {}
+local echo, http, https = {}, {}, {}
 for line in io.lines(file) do
   local s = line:match("^## (.+)$")
   if s then section = s end
@@ -44,6 +44,13 @@ for line in io.lines(file) do
     end
   elseif section == "http client" then
     add("http client", "aiohttp", tonumber(line:match("loom/aiohttp ([%d.]+)")))
+  elseif section == "https" then
+    local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
+    if mode then
+      https[mode] = https[mode] or {}
+      https[mode][name] = https[mode][name] or {}
+      table.insert(https[mode][name], tonumber(rps))
+    end
   end
 end
 for _, size in ipairs({ "64", "1024", "16384" }) do
@@ -59,6 +66,11 @@ if http.loom then
   for _, peer in ipairs({ "nginx", "node", "aiohttp", "lua-http" }) do
     if http[peer] then add("http server", peer, median(http.loom) / median(http[peer])) end
   end
+end
+
+for _, mode in ipairs({ "keepalive", "newconn" }) do
+  local h = https[mode]
+  if h and h.loom and h.nginx then add("https " .. mode, "nginx", median(h.loom) / median(h.nginx)) end
 end
 
 -- layout: one row per (benchmark, peer), log2 scale from 1/4 to 64

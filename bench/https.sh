@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# HTTPS hello-world: loom against nginx with TLS (one worker, the same ECDSA
+# P-256 certificate), each pinned to core 0 and loaded by wrk on core 1:
+# kept-alive requests, and new connections (one request each, a TLS
+# handshake each; wrk offers the previous session, so most are resumed).
+# Prints requests/s and the share of nginx's. usage: bench/https.sh [rounds]
+set -u
+cd "$(dirname "$0")/.."
+LOOM_EXTRA_PKGS="wrk nginx-light" . tools/deps.sh
+make -s
+ROUNDS=${1:-1}
+DURATION=${DURATION:-4s}
+export LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;"
+dir=$(mktemp -d /tmp/loom-https-bench-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+bash tools/mkcerts.sh "$dir"
+mkdir -p "$dir/logs"
+nginx_conf() { # port
+  cat <<CONF
+daemon off; worker_processes 1; error_log /dev/null; pid $dir/nginx.pid;
+events { worker_connections 1024; }
+http { access_log off; ssl_session_cache shared:SSL:10m;
+  server { listen 127.0.0.1:$1 ssl; ssl_certificate $dir/server.pem; ssl_certificate_key $dir/server.key;
+    location / { return 200 "Hello, World!"; } } }
+CONF
+}
+port=29100
+for r in $(seq "$ROUNDS"); do
+  for mode in keepalive newconn; do
+    base=""
+    hdr=(); [ $mode = newconn ] && hdr=(-H "Connection: close")
+    for name in nginx loom; do
+      port=$((port + 1))
+      if [ $name = nginx ]; then
+        nginx_conf $port > "$dir/nginx.conf"
+        taskset -c 0 nginx -p "$dir" -c "$dir/nginx.conf" >/dev/null 2>&1 &
+      else
+        taskset -c 0 lua5.4 bench/https_hello.lua $port "$dir/server.pem" "$dir/server.key" >/dev/null 2>&1 &
+      fi
+      pid=$!
+      sleep 1
+      out=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" "${hdr[@]}" "https://127.0.0.1:$port/" 2>/dev/null)
+      kill $pid 2>/dev/null; wait $pid 2>/dev/null
+      rps=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+      [ -z "$rps" ] && { echo "https $mode $name: no result"; continue; }
+      [ $name = nginx ] && base=$rps
+      awk -v m="$mode" -v n="$name" -v r="$rps" -v b="$base" \
+        'BEGIN { printf "https %-9s %-6s %9.0f req/s  %.2f of nginx\n", m, n, r, r / b }'
+    done
+  done
+done
