@@ -363,21 +363,22 @@ end
 -- @raise fn's error; "a loop is already running" inside a loop
 -- @usage loom.run(function() print(loom.gather(fetch_a, fetch_b)) end)
 -- loom.run({ shutdown_signals = { "SIGINT", "SIGTERM" } }, main)
-function loom.run(fn, ...)
-  if type(fn) == "table" then
-    local f = ...
-    if type(f) ~= "function" then
-      error(("bad argument #2 to 'run' (function expected, got %s)"):format(f == nil and "nil" or typename(f)), 2)
+function loom.run(opts, fn, ...)
+  if type(opts) == "table" then
+    if type(fn) ~= "function" then
+      error(("bad argument #2 to 'run' (function expected, got %s)"):format(fn == nil and "nil" or typename(fn)), 2)
     end
-    return run_with(fn, ...)
+    return run_with(opts, fn, ...)
   end
-  if type(fn) ~= "function" then
-    error(("bad argument #1 to 'run' (function expected, got %s)"):format(fn == nil and "nil" or typename(fn)), 2)
+  if type(opts) ~= "function" then
+    error(("bad argument #1 to 'run' (function expected, got %s)"):format(opts == nil and "nil" or typename(opts)), 2)
   end
-  local opts = ...
-  if select("#", ...) ~= 1 or type(opts) ~= "table" or
-      (opts.shutdown_signals == nil and opts.debug == nil and opts.slow_step == nil) then
-    return core_run(fn, ...)
+  -- no options: opts is the main function, fn its first argument
+  local main, arg1 = opts, fn
+  if select("#", ...) ~= 0 or type(arg1) ~= "table" or
+      (arg1.shutdown_signals == nil and arg1.debug == nil and arg1.slow_step == nil) then
+    if arg1 == nil and select("#", ...) == 0 then return core_run(main) end
+    return core_run(main, arg1, ...)
   end
   -- the old form, loom.run(fn, opts): guessed from the field names; kept for
   -- one release
@@ -385,7 +386,7 @@ function loom.run(fn, ...)
     warned_guess = true
     io.stderr:write("loom: loom.run(fn, opts) is deprecated: write loom.run(opts, fn)\n")
   end
-  return run_with(opts, fn)
+  return run_with(arg1, main)
 end
 
 return loom
