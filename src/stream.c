@@ -518,14 +518,23 @@ int loom_stream_raw_send(lstream *st, const uv_buf_t *bufs, int n) {
    (the buffers may be freed once it returns). Pushes true (1) or nil, msg,
    code (3), or returns 0 when more than WRITE_HIGH bytes are queued: the
    caller then returns loom_stream_drain's value. */
+int loom_stream_out(lstream *st, const uv_buf_t *bufs, int n) {
+  if (st->closed || loom_stream_sock(st) == NULL) return UV_EPIPE;
+  return st->tls ? loom_tls_send(st, bufs, n) : loom_stream_raw_send(st, bufs, n);
+}
+
 int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
   int rc;
   if (st->closed || loom_stream_sock(st) == NULL) return loom_fail_closed(L);
-  rc = st->tls ? loom_tls_send(st, bufs, n) : loom_stream_raw_send(st, bufs, n);
+  rc = loom_stream_out(st, bufs, n);
   if (rc < 0) return loom_fail(L, rc, NULL);
   if (st->queued > WRITE_HIGH) return 0;
   lua_pushboolean(L, 1);
   return 1;
+}
+
+int loom_stream_full(lstream *st) {
+  return st->queued > WRITE_HIGH;
 }
 
 /* Waits until the queued bytes drop below WRITE_LOW (backpressure); then

@@ -46,6 +46,11 @@ void loom_parse_addr(lua_State *L, int hidx, int pidx, struct sockaddr_storage *
 void loom_open_stream(lua_State *L);
 int loom_stream_wait(lua_State *L, loom_task *t, lstream *st, uint64_t deadline, lua_KFunction k);
 int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n);
+/* The same from C, for protocols that answer on their own (a websocket's
+   pong): through the TLS layer if any, no Lua values; 0 or a libuv error. */
+int loom_stream_out(lstream *st, const uv_buf_t *bufs, int n);
+/* Whether writes should wait (more than the high-water mark is queued). */
+int loom_stream_full(lstream *st);
 /* For the transport beneath the buffer (tls.c): bytes as the socket carries
    them out, and plaintext into the read buffer. 0 or a libuv error. */
 int loom_stream_raw_send(lstream *st, const uv_buf_t *bufs, int n);

@@ -318,6 +318,13 @@ local function serve_connection(server, st, entry)
       res = setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
       ok, a, b, c = xpcall(handler, traceback, req, wants_res and res or nil)
     end
+    if req._taken then -- the handler took the connection (loom.websocket.upgrade)
+      local cancelled = not ok and core.is_cancelled(a)
+      if req._ws then pcall(req._ws.close, req._ws, ok and 1000 or cancelled and 1001 or 1011) end
+      if cancelled then error(a, 0) end
+      if not ok then log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a))) end
+      break
+    end
     res = res or setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
     if ok then
       ok, a = pcall(finish_from, res, a, b, c)

@@ -259,6 +259,7 @@ local proc = require "loom.process"
 loom.process, loom.signal = proc.process, proc.signal
 loom.tls = require "loom.tls"
 loom.http = require "loom.http"
+loom.websocket = require "loom.websocket"
 
 -- loom.thread.run is documented in src/thread.c.
 loom.thread = { run = core._thread_run }

@@ -1,0 +1,275 @@
+--- loom.websocket: WebSockets (RFC 6455), server side inside a loom.http
+-- handler and client side over ws:// and wss://. The handshakes are here;
+-- framing, masking, reassembly, UTF-8 checks and the answers to pings and
+-- closes are in C (src/ws.c), over the stream's buffer, so wss:// is the
+-- same code over a TLS stream. Protocol errors close with the RFC's codes:
+-- 1002 (protocol), 1007 (invalid UTF-8 in a text message), 1009 (a message
+-- over `max_message`, refused before it is stored).
+-- @module loom.websocket
+local core = require "loom.core"
+local net = require "loom.net"
+local tls = require "loom.tls"
+local args = require "loom.args"
+
+local check_type, argerror = args.type, args.error
+local websocket = {}
+
+local DEFAULT_MAX = 16 * 1024 * 1024
+local CLOSE_TIMEOUT = 5
+local PONG = 10
+
+--- A websocket, from `upgrade` or `connect`: `protocol` is the agreed
+-- subprotocol (or nil).
+-- @type WebSocket
+local WebSocket = {}
+WebSocket.__index = WebSocket
+
+local function new(stream, client, opts, protocol)
+  return setmetatable({ _s = stream, _w = core._ws_state(client, opts.max_message or DEFAULT_MAX),
+    _pending = {}, protocol = protocol }, WebSocket)
+end
+
+--- Sends one message. Blocks while the outgoing backlog is above the
+-- stream's high-water mark (a slow reader never makes the sender's memory
+-- grow).
+-- @tparam string data
+-- @tparam[opt="text"] string kind "text" or "binary"
+-- @return true, or nil, msg, code ("closed" once closed)
+-- @usage ws:send(cjson.encode(event))
+function WebSocket:send(data, kind)
+  check_type(data, "string", 1, "send")
+  if kind ~= nil and kind ~= "text" and kind ~= "binary" then
+    argerror(2, "send", "\"text\" or \"binary\" expected")
+  end
+  return core._ws_send(self._s, self._w, data, kind == "binary" and 2 or 1)
+end
+
+-- One message from the peer (fragments reassembled), with one reader at a
+-- time; `pong` makes a pong end the wait too (for ping).
+local function read(self, pong)
+  if self._reading then error("receive: another task is reading this websocket", 3) end
+  self._reading = true
+  local _ <close> = setmetatable({}, { __close = function() self._reading = false end })
+  return core._ws_recv(self._s, self._w, pong)
+end
+
+--- The next message. Blocks. Pings are answered and pongs noted on the
+-- way; a cancelled receive loses nothing (the next one goes on).
+-- @return data, "text" or "binary"; or nil, "closed", close code, reason
+-- (1006 when the connection ended without a close)
+-- @usage local msg, kind = ws:receive()
+function WebSocket:receive()
+  if #self._pending > 0 then
+    local m = table.remove(self._pending, 1)
+    return m[1], m[2]
+  end
+  local data, kind, code, reason = read(self)
+  if data == nil and kind == "pong" then return self:receive() end
+  return data, kind, code, reason
+end
+
+--- Iterates over the messages until the websocket closes. Each step blocks.
+-- @return an iterator of data, kind
+-- @usage for msg in ws:messages() do ws:send(msg) end
+function WebSocket:messages()
+  return function()
+    local data, kind = self:receive()
+    if data then return data, kind end
+  end
+end
+
+--- Sends a ping and waits for its pong. Blocks.
+-- @tparam[opt] string data at most 125 bytes
+-- @tparam[opt=20] number timeout seconds
+-- @return true, or nil, msg, code ("timeout", "closed")
+-- @usage assert(ws:ping())
+function WebSocket:ping(data, timeout)
+  check_type(data, "string", 1, "ping", true)
+  if data and #data > 125 then argerror(1, "ping", "at most 125 bytes") end
+  local _, _, before = core._ws_info(self._w)
+  local ok, err, code = core._ws_send(self._s, self._w, data or "", 9)
+  if not ok then return nil, err, code end
+  local deadline = core.now() + (timeout or 20)
+  while true do
+    local _, closed, pongs = core._ws_info(self._w)
+    if pongs > before then return true end
+    if closed then return nil, "closed", "ECLOSED" end
+    local left = deadline - core.now()
+    if left <= 0 then return nil, "timeout", "ETIMEDOUT" end
+    if self._reading then -- another task reads: it notes the pong
+      core.sleep(math.min(0.005, left))
+    else
+      local done, d, k = core.timeout(left, read, self, true)
+      if done and d then self._pending[#self._pending + 1] = { d, k } end
+    end
+  end
+end
+
+--- Runs the closing handshake: sends a close frame, waits (at most 5 s)
+-- for the peer's, then closes the connection. Idempotent; also `<close>`.
+-- A task blocked in receive wakes with nil, "closed", code, reason.
+-- @tparam[opt=1000] integer code
+-- @tparam[opt] string reason at most 123 bytes
+-- @usage ws:close(1001, "going away")
+function WebSocket:close(code, reason)
+  if self._closed then return true end
+  self._closed = true
+  local sent = core._ws_close_frame(self._s, self._w, code or 1000, reason)
+  if sent and not self._reading and core.current() then
+    core.timeout(CLOSE_TIMEOUT, function()
+      while read(self) do end -- what comes before the peer's close is dropped
+    end)
+  end
+  self._s:close()
+  return true
+end
+WebSocket.__close = WebSocket.close
+
+------------------------------------------------------------------ server
+
+local function has_token(value, token)
+  if not value then return false end
+  for t in value:gmatch("[^,%s]+") do
+    if t:lower() == token then return true end
+  end
+  return false
+end
+
+-- Answers a request that cannot be upgraded, and closes its connection.
+local function refuse(req, st, status, reason, extra)
+  req._taken = true
+  st:write(("HTTP/1.1 %d %s\r\n%sContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
+    :format(status, reason, extra or "", #reason + 1, reason .. "\n"))
+  return nil, reason
+end
+
+--- Completes the handshake of a request to a websocket, inside an
+-- `http.serve` handler, which then owns the connection (when it returns,
+-- the websocket is closed with 1000). A request that is not a valid upgrade
+-- is answered here (400, 426 for another version, 403 for an origin not
+-- allowed) and `nil, msg` returned. Blocks.
+-- @tparam Request req
+-- @tparam[opt] table opts `protocols` (the subprotocols this server speaks,
+-- in preference order), `max_message` (16 MiB), `origins` (a list of
+-- allowed Origin values; default: any)
+-- @return a WebSocket, or nil, msg
+-- @usage loom.http.serve(host, port, function(req)
+--   local ws = loom.websocket.upgrade(req); if not ws then return end
+--   for msg in ws:messages() do ws:send(msg) end
+-- end)
+function websocket.upgrade(req, opts)
+  check_type(req, "table", 1, "upgrade")
+  check_type(opts, "table", 2, "upgrade", true)
+  opts = opts or {}
+  local conn = req[1]
+  local st = conn:stream()
+  local h = req.headers
+  if req.method ~= "GET" or not has_token(h.upgrade, "websocket") or not has_token(h.connection, "upgrade") then
+    return refuse(req, st, 400, "Bad Request: not a websocket upgrade")
+  end
+  if h["sec-websocket-version"] ~= "13" then
+    return refuse(req, st, 426, "Upgrade Required", "Sec-WebSocket-Version: 13\r\n")
+  end
+  local key = h["sec-websocket-key"]
+  if not key or not key:match("^[%w+/]+==$") or #key ~= 24 then
+    return refuse(req, st, 400, "Bad Request: a bad Sec-WebSocket-Key")
+  end
+  if opts.origins then
+    local ok = false
+    for _, o in ipairs(opts.origins) do if o == h.origin then ok = true end end
+    if not ok then return refuse(req, st, 403, "Forbidden: origin not allowed") end
+  end
+  local protocol
+  if opts.protocols and h["sec-websocket-protocol"] then
+    local offered = {}
+    for p in h["sec-websocket-protocol"]:gmatch("[^,%s]+") do offered[p] = true end
+    for _, p in ipairs(opts.protocols) do
+      if offered[p] then protocol = p break end
+    end
+  end
+  req._taken = true
+  local ok, err, code = st:write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    "Sec-WebSocket-Accept: ", core._ws_accept(key), "\r\n",
+    protocol and ("Sec-WebSocket-Protocol: " .. protocol .. "\r\n") or "", "\r\n")
+  if not ok then return nil, err, code end
+  local ws = new(st, false, opts, protocol) -- bytes after the request head are its first frames
+  req._ws = ws
+  return ws
+end
+
+------------------------------------------------------------------ client
+
+--- Opens a websocket to a `ws://` or `wss://` URL (TLS verified by
+-- default). Blocks.
+-- @tparam string url
+-- @tparam[opt] table opts `headers` (name -> value), `protocols` (a list
+-- offered to the server), `timeout` (connect and handshake, default 30 s),
+-- `max_message` (16 MiB), `tls` (a loom.tls context or its fields)
+-- @return a WebSocket, or nil, msg, code (TLS failures carry their codes:
+-- "ECERT" ...; a refused upgrade "EPROTO" with the server's status)
+-- @usage local ws <close> = assert(loom.websocket.connect("wss://example.com/feed"))
+function websocket.connect(url, opts)
+  check_type(url, "string", 1, "connect")
+  check_type(opts, "table", 2, "connect", true)
+  opts = opts or {}
+  local scheme, host, port, target = core._http_parse_url(url)
+  if not scheme then return nil, host, port end
+  scheme = scheme:lower()
+  if scheme ~= "ws" and scheme ~= "wss" then return nil, ("not a websocket URL: %s"):format(url), "EINVAL" end
+  port = port or (scheme == "wss" and 443 or 80)
+  local st
+  local function handshake()
+    local err, code
+    if scheme == "wss" then
+      local t = opts.tls or {}
+      st, err, code = tls.connect(host, port, getmetatable(t) == core._TLSContext and { context = t } or t)
+    else
+      st, err, code = net.tcp.connect(host, port)
+    end
+    if not st then return nil, err, code end
+    local key = core._ws_accept()
+    local lines = { ("GET %s HTTP/1.1"):format(target), ("Host: %s"):format(host:find(":", 1, true) and
+      "[" .. host .. "]:" .. port or host .. ":" .. port), "Upgrade: websocket", "Connection: Upgrade",
+      "Sec-WebSocket-Key: " .. key, "Sec-WebSocket-Version: 13" }
+    if opts.protocols then lines[#lines + 1] = "Sec-WebSocket-Protocol: " .. table.concat(opts.protocols, ", ") end
+    for k, v in pairs(opts.headers or {}) do lines[#lines + 1] = ("%s: %s"):format(k, v) end
+    lines[#lines + 1] = "\r\n"
+    local ok
+    ok, err, code = st:write(table.concat(lines, "\r\n"))
+    local head = ok and st:read_until("\r\n\r\n")
+    if not head then
+      st:abort()
+      return nil, err or "connection closed during the websocket handshake", code or "EPROTO"
+    end
+    local status = tonumber(head:match("^HTTP/1%.1 (%d%d%d)"))
+    local hdr = {}
+    for k, v in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do hdr[k:lower()] = v end
+    if status ~= 101 then
+      st:abort()
+      return nil, ("websocket upgrade refused: %s"):format(head:match("^[^\r\n]*")), "EPROTO"
+    end
+    if not has_token(hdr.upgrade, "websocket") or not has_token(hdr.connection, "upgrade") or
+        hdr["sec-websocket-accept"] ~= core._ws_accept(key) then
+      st:abort()
+      return nil, "websocket handshake: a bad answer from the server", "EPROTO"
+    end
+    local protocol = hdr["sec-websocket-protocol"]
+    if protocol then
+      local offered = false
+      for _, p in ipairs(opts.protocols or {}) do if p == protocol then offered = true end end
+      if not offered then
+        st:abort()
+        return nil, "websocket handshake: the server chose a subprotocol not offered", "EPROTO"
+      end
+    end
+    return new(st, true, opts, protocol)
+  end
+  local done, ws, err, code = core.timeout(opts.timeout or 30, handshake)
+  if not done then
+    if st then st:abort() end
+    return nil, "websocket handshake timeout", "ETIMEDOUT"
+  end
+  return ws, err, code
+end
+
+return websocket
