@@ -54,13 +54,18 @@ demo: build/loom/core.so
 clean:
 	rm -rf build build-asan build-fuzz
 
-# libFuzzer over the HTTP request parsing (tools/fuzz/http_fuzz.c), with
-# ASan and UBSan, for FUZZ_SECONDS; findings go to build-fuzz/, not the corpus.
+# libFuzzer over the HTTP request parsing (tools/fuzz/http_fuzz.c) and the
+# WebSocket frame parser (tools/fuzz/ws_fuzz.c), with ASan and UBSan, for
+# FUZZ_SECONDS each; findings go to build-fuzz/, not the corpus.
 FUZZ_SECONDS ?= 60
-fuzz: $(SRC) $(HDR) tools/fuzz/http_fuzz.c
-	@mkdir -p build-fuzz/corpus
-	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 $(WARN) -Wno-unused-function \
-	  $(shell pkg-config --cflags $(PKGS)) -o build-fuzz/http_fuzz tools/fuzz/http_fuzz.c \
+FUZZ_CC = clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 $(WARN) -Wno-unused-function \
+	  $(shell pkg-config --cflags $(PKGS))
+fuzz: $(SRC) $(HDR) tools/fuzz/http_fuzz.c tools/fuzz/ws_fuzz.c
+	@mkdir -p build-fuzz/corpus build-fuzz/ws-corpus
+	$(FUZZ_CC) -o build-fuzz/http_fuzz tools/fuzz/http_fuzz.c \
 	  $(filter-out src/http.c,$(SRC)) $(LIBS) $(shell pkg-config --libs lua5.4)
+	$(FUZZ_CC) -o build-fuzz/ws_fuzz tools/fuzz/ws_fuzz.c \
+	  $(filter-out src/ws.c,$(SRC)) $(LIBS) $(shell pkg-config --libs lua5.4)
 	cd build-fuzz && ./http_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	  -artifact_prefix=./ corpus ../tools/fuzz/corpus
+	cd build-fuzz && ./ws_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=./ws- ws-corpus

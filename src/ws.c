@@ -340,11 +340,11 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
     /* payload: what has arrived of it is taken now */
     {
       size_t n = have < w->left ? have : (size_t)w->left;
-      unsigned char *dst;
-      if (w->opcode & 8) {
+      unsigned char *dst = NULL;
+      if (n > 0 && (w->opcode & 8)) {
         dst = (unsigned char *)w->ctrl + w->clen;
         w->clen += n;
-      } else {
+      } else if (n > 0) {
         if (grow_msg(w, w->mlen + n) < 0) {
           fail_close(st, w, 1011, "out of memory");
           continue;
@@ -352,13 +352,15 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
         dst = (unsigned char *)w->msg + w->mlen;
         w->mlen += n;
       }
-      memcpy(dst, p, n);
-      if (w->masked) unmask(dst, n, w->key, &w->keypos);
-      st->rpos += n;
-      w->left -= n;
-      if (!(w->opcode & 8) && w->msg_op == OP_TEXT && utf8_feed(w, dst, n) < 0) {
-        fail_close(st, w, 1007, "invalid UTF-8 in a text message");
-        continue;
+      if (n > 0) {
+        memcpy(dst, p, n);
+        if (w->masked) unmask(dst, n, w->key, &w->keypos);
+        st->rpos += n;
+        w->left -= n;
+        if (!(w->opcode & 8) && w->msg_op == OP_TEXT && utf8_feed(w, dst, n) < 0) {
+          fail_close(st, w, 1007, "invalid UTF-8 in a text message");
+          continue;
+        }
       }
       if (w->left > 0) goto more;
       w->in_frame = 0;
