@@ -65,10 +65,10 @@ end
 local certs
 function helper.certs()
   if certs then return certs end
-  local h = io.popen("mktemp -d /tmp/loom-certs-XXXXXX")
+  local h = io.popen("env -u LD_PRELOAD mktemp -d /tmp/loom-certs-XXXXXX")
   local dir = h:read("l")
   h:close()
-  assert(os.execute("bash tools/mkcerts.sh " .. dir), "tools/mkcerts.sh failed")
+  assert(os.execute("env -u LD_PRELOAD bash tools/mkcerts.sh " .. dir), "tools/mkcerts.sh failed")
   certs = dir .. "/"
   helper._certs_guard = setmetatable({}, { __gc = function() os.execute("rm -rf " .. dir) end })
   return certs
