@@ -6,7 +6,7 @@
 # ROUNDS (scheduler, default 5), NET_ROUNDS (echo and HTTP, default 3).
 set -u
 cd "$(dirname "$0")/.."
-LOOM_EXTRA_PKGS="wrk nginx-light nodejs lua-http lua-cqueues lua-luv python3-aiohttp python3-uvloop" . tools/deps.sh
+LOOM_EXTRA_PKGS="wrk nginx-light nodejs node-ws lua-http lua-cqueues lua-luv python3-aiohttp python3-uvloop python3-websockets" . tools/deps.sh
 make -s
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit+changes"
@@ -25,6 +25,8 @@ mkdir -p bench/results
   bash bench/http_client.sh "${NET_ROUNDS:-3}"
   echo "## https"
   bash bench/https.sh "${NET_ROUNDS:-3}"
+  echo "## websocket"
+  bash bench/ws.sh "${NET_ROUNDS:-3}"
 } 2>&1 | tee "$name.txt"
 lua5.4 bench/chart.lua "$name.txt" > "$name.svg"
 cp "$name.txt" bench/results/latest.txt

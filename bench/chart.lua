@@ -20,7 +20,7 @@ local function add(group, peer, ratio)
 end
 
 local section, bench, title
-local echo, http, https = {}, {}, {}
+local echo, http, https, ws = {}, {}, {}, {}
 for line in io.lines(file) do
   local s = line:match("^## (.+)$")
   if s then section = s end
@@ -44,6 +44,13 @@ for line in io.lines(file) do
     end
   elseif section == "http client" then
     add("http client", "aiohttp", tonumber(line:match("loom/aiohttp ([%d.]+)")))
+  elseif section == "websocket" then
+    local size, name, mps = line:match("^ws size%s+(%d+)%s+(%S+)%s+(%d+) msgs/s")
+    if size then
+      ws[size] = ws[size] or {}
+      ws[size][name] = ws[size][name] or {}
+      table.insert(ws[size][name], tonumber(mps))
+    end
   elseif section == "https" then
     local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
     if mode then
@@ -71,6 +78,15 @@ end
 for _, mode in ipairs({ "keepalive", "newconn" }) do
   local h = https[mode]
   if h and h.loom and h.nginx then add("https " .. mode, "nginx", median(h.loom) / median(h.nginx)) end
+end
+
+for _, size in ipairs({ "64", "16384" }) do
+  local w = ws[size]
+  if w and w.loom then
+    for _, peer in ipairs({ "node-ws", "websockets" }) do
+      if w[peer] then add("websocket echo " .. size .. " B", peer, median(w.loom) / median(w[peer])) end
+    end
+  end
 end
 
 -- layout: one row per (benchmark, peer), log2 scale from 1/4 to 64
