@@ -19,6 +19,7 @@ external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+  ZLIB = { header = "zlib.h", library = "z" },
 }
 build = {
   type = "builtin",
@@ -35,9 +36,9 @@ build = {
     ["loom.websocket"] = "lua/loom/websocket.lua",
     ["loom.core"] = {
       sources = { "src/core.c", "src/debug.c", "src/errors.c", "src/fs.c", "src/fswatch.c", "src/handle.c", "src/http.c", "src/process.c", "src/queue.c", "src/sched.c", "src/stream.c", "src/sync.c", "src/task.c", "src/tcp.c", "src/thread.c", "src/timer.c", "src/tls.c", "src/udp.c", "src/watch.c", "src/ws.c" },
-      libraries = { "uv", "http_parser", "ssl", "crypto" },
-      incdirs = { "$(LIBUV_INCDIR)", "$(HTTP_PARSER_INCDIR)", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(HTTP_PARSER_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "uv", "http_parser", "ssl", "crypto", "z" },
+      incdirs = { "$(LIBUV_INCDIR)", "$(HTTP_PARSER_INCDIR)", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HTTP_PARSER_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(ZLIB_LIBDIR)" },
     },
   },
 }

@@ -14,6 +14,25 @@ local function times(out, pattern)
 end
 
 describe("examples", function()
+  it("ws_chat.lua broadcasts every message to everyone in the room", function()
+    local out = example("ws_chat")
+    for _, who in ipairs({ "ada", "bob", "cy" }) do
+      local block = out:match(who .. " heard %d+ messages:\n(.-)\n%a+ heard") or out:match(who .. " heard %d+ messages:\n(.*)$")
+      assert(block, out)
+      assert.matches("ada: hello all", block, 1, true)
+      assert.matches("bob: hi ada", block, 1, true)
+      assert.matches("ada: bye", block, 1, true)
+    end
+  end)
+
+  it("ws_feed.lua follows the feed to its close", function()
+    local out = example("ws_feed")
+    local _, updates = out:gsub("#%d+", "")
+    assert.are.equal(10, updates, out)
+    assert.matches("#10  100%.00", out)
+    assert.matches("feed closed: 1000 market closed", out, 1, true)
+  end)
+
   it("https.lua serves and fetches over verified TLS", function()
     local out = example("https")
     assert.matches("hello over TLS, /a\nhello over TLS, /b\nhello over TLS, /c\n", out, 1, true)

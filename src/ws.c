@@ -5,9 +5,11 @@
  * consumed from the stream's buffer as its bytes arrive, so a large frame
  * never needs to fit the buffer), the message being reassembled (bounded by
  * max_message before a byte of it is stored), the incremental UTF-8 check of
- * text messages, and the close handshake's state. Control frames are
- * answered here: a ping gets its pong, a close its close. Unmasking and
- * masking go eight bytes at a time.
+ * text messages, the close handshake's state and permessage-deflate
+ * (RFC 7692: a zlib stream each way, kept between messages unless "no
+ * context takeover" was agreed). Control frames are answered here: a ping
+ * gets its pong, a close its close. Unmasking and masking go eight bytes at
+ * a time.
  */
 
 /***
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <zlib.h>
 #include "loom.h"
 #include "stream.h"
 
@@ -48,6 +51,15 @@ typedef struct wsstate {
   char reason[124];
   size_t reason_len;
   unsigned pongs;    /* pongs received: ping waits for the count to move */
+  /* permessage-deflate, when agreed */
+  int deflate;       /* on */
+  int compressed;    /* the message being read is */
+  int reset_out, reset_in; /* no context takeover: each message starts afresh */
+  int out_bits;      /* the window we compress with (the peer may have asked for less) */
+  z_stream zin, zout;
+  int zin_ok, zout_ok;
+  char *plain;       /* the inflated message */
+  size_t pcap;
 } wsstate;
 
 /* ---------------------------------------------------------------- utf-8 */
@@ -113,16 +125,87 @@ static void unmask(unsigned char *p, size_t n, const unsigned char key[4], unsig
   *pos = (unsigned)(k & 3);
 }
 
+/* ---------------------------------------------------------------- deflate */
+
+/* Inflates the compressed message in w->msg into w->plain (its length in
+   *plen): 0, 1009 past max_message, or -1 for bad data. */
+static int inflate_message(wsstate *w, size_t *plen) {
+  static const unsigned char tail[4] = {0x00, 0x00, 0xff, 0xff};
+  size_t out = 0;
+  int pass, r = Z_OK;
+  if (!w->zin_ok) {
+    if (inflateInit2(&w->zin, -15) != Z_OK) return -1;
+    w->zin_ok = 1;
+  }
+  for (pass = 0; pass < 2; pass++) { /* the message, then the tail the sender stripped */
+    w->zin.next_in = pass == 0 ? (unsigned char *)w->msg : (unsigned char *)tail;
+    w->zin.avail_in = pass == 0 ? (uInt)w->mlen : 4;
+    if (pass == 0 && w->mlen == 0) continue;
+    do {
+      if (out == w->pcap) {
+        size_t cap = w->pcap ? w->pcap * 2 : 16384;
+        char *nb;
+        if (out >= w->max_message) return 1009;
+        if (cap > w->max_message + 1) cap = w->max_message + 1;
+        if ((nb = realloc(w->plain, cap)) == NULL) return -1;
+        w->plain = nb;
+        w->pcap = cap;
+      }
+      w->zin.next_out = (unsigned char *)w->plain + out;
+      w->zin.avail_out = (uInt)(w->pcap - out);
+      r = inflate(&w->zin, Z_SYNC_FLUSH);
+      out = w->pcap - w->zin.avail_out;
+      if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END) return -1;
+      if (r == Z_STREAM_END) inflateReset(&w->zin); /* a final block: what follows starts afresh */
+      if (out > w->max_message) return 1009;
+    } while (w->zin.avail_in > 0 || w->zin.avail_out == 0);
+  }
+  if (w->reset_in) inflateReset(&w->zin);
+  *plen = out;
+  return 0;
+}
+
+/* Deflates len bytes into a new buffer (its length in *olen), without the
+   trailing 00 00 ff ff; NULL when out of memory. */
+static unsigned char *deflate_message(wsstate *w, const char *data, size_t len, size_t *olen) {
+  size_t cap = deflateBound(&w->zout, (uLong)len) + 16, out;
+  unsigned char *buf;
+  if (!w->zout_ok) {
+    if (deflateInit2(&w->zout, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -w->out_bits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+      return NULL;
+    w->zout_ok = 1;
+    cap = deflateBound(&w->zout, (uLong)len) + 16;
+  }
+  if ((buf = malloc(cap)) == NULL) return NULL;
+  w->zout.next_in = (unsigned char *)data;
+  w->zout.avail_in = (uInt)len;
+  w->zout.next_out = buf;
+  w->zout.avail_out = (uInt)cap;
+  deflate(&w->zout, Z_SYNC_FLUSH);
+  out = cap - w->zout.avail_out;
+  if (out >= 4 && memcmp(buf + out - 4, "\0\0\xff\xff", 4) == 0) out -= 4;
+  if (w->reset_out) deflateReset(&w->zout);
+  *olen = out;
+  return buf;
+}
+
 /* ---------------------------------------------------------------- sending */
 
 /* Sends one frame (header and payload in one write; masked when we are
    the client). 0 or a libuv error. */
 static int send_frame(lstream *st, wsstate *w, int opcode, const char *data, size_t len) {
-  unsigned char hdr[14];
+  unsigned char hdr[14], *z = NULL;
   size_t h = 2;
   uv_buf_t b[2];
   int rc;
   hdr[0] = (unsigned char)(0x80 | opcode);
+  if (w->deflate && !(opcode & 8)) { /* a data message goes compressed */
+    size_t zlen;
+    if ((z = deflate_message(w, data, len, &zlen)) == NULL) return UV_ENOMEM;
+    data = (const char *)z;
+    len = zlen;
+    hdr[0] |= 0x40;
+  }
   if (len < 126) {
     hdr[1] = (unsigned char)len;
   } else if (len < 65536) {
@@ -139,15 +222,19 @@ static int send_frame(lstream *st, wsstate *w, int opcode, const char *data, siz
   if (!w->client) {
     b[0] = uv_buf_init((char *)hdr, (unsigned)h);
     b[1] = uv_buf_init((char *)data, (unsigned)len);
-    return loom_stream_out(st, b, len ? 2 : 1);
+    rc = loom_stream_out(st, b, len ? 2 : 1);
   } else {
     unsigned char *frame = malloc(h + 4 + len);
     unsigned pos = 0;
-    if (frame == NULL) return UV_ENOMEM;
+    if (frame == NULL) {
+      free(z);
+      return UV_ENOMEM;
+    }
     hdr[1] |= 0x80;
     memcpy(frame, hdr, h);
     if (RAND_bytes(frame + h, 4) != 1) {
       free(frame);
+      free(z);
       return UV_EIO;
     }
     memcpy(frame + h + 4, data, len);
@@ -155,8 +242,9 @@ static int send_frame(lstream *st, wsstate *w, int opcode, const char *data, siz
     b[0] = uv_buf_init((char *)frame, (unsigned)(h + 4 + len));
     rc = loom_stream_out(st, b, 1); /* copies what it cannot send now */
     free(frame);
-    return rc;
   }
+  free(z);
+  return rc;
 }
 
 static int send_close(lstream *st, wsstate *w, int code, const char *reason, size_t rlen) {
@@ -275,7 +363,8 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
       if (b1 & 0x80) need += 4;
       if (have < need) goto more;
       op = b0 & 0x0f;
-      if (b0 & 0x70) {
+      /* RSV1 marks a compressed message, on its first frame only */
+      if ((b0 & 0x30) || ((b0 & 0x40) && (!w->deflate || op == OP_CONT || (op & 8)))) {
         fail_close(st, w, 1002, "reserved bits set (no extension was agreed)");
         continue;
       }
@@ -325,6 +414,7 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
           w->msg_op = op;
           w->mlen = 0;
           w->u_need = 0;
+          w->compressed = (b0 & 0x40) != 0;
         }
       }
       w->in_frame = 1;
@@ -357,7 +447,7 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
         if (w->masked) unmask(dst, n, w->key, &w->keypos);
         st->rpos += n;
         w->left -= n;
-        if (!(w->opcode & 8) && w->msg_op == OP_TEXT && utf8_feed(w, dst, n) < 0) {
+        if (!(w->opcode & 8) && w->msg_op == OP_TEXT && !w->compressed && utf8_feed(w, dst, n) < 0) {
           fail_close(st, w, 1007, "invalid UTF-8 in a text message");
           continue;
         }
@@ -374,6 +464,33 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
         continue;
       }
       if (!w->fin) continue;
+      if (w->compressed) {
+        size_t plen;
+        int r = inflate_message(w, &plen);
+        if (r == 1009) {
+          fail_close(st, w, 1009, "message too big");
+          continue;
+        }
+        if (r != 0) {
+          fail_close(st, w, 1007, "a compressed message that does not inflate");
+          continue;
+        }
+        if (w->msg_op == OP_TEXT && (utf8_feed(w, (unsigned char *)w->plain, plen) < 0 || w->u_need)) {
+          fail_close(st, w, 1007, "invalid UTF-8 in a text message");
+          continue;
+        }
+        lua_pushlstring(L, w->plain ? w->plain : "", plen);
+        lua_pushstring(L, w->msg_op == OP_TEXT ? "text" : "binary");
+        w->msg_op = 0;
+        w->mlen = 0;
+        w->compressed = 0;
+        if (w->pcap > 1024 * 1024) { /* a big message's buffer is not kept */
+          free(w->plain);
+          w->plain = NULL;
+          w->pcap = 0;
+        }
+        return 2;
+      }
       if (w->msg_op == OP_TEXT && w->u_need) {
         fail_close(st, w, 1007, "a text message ending inside a UTF-8 sequence");
         continue;
@@ -417,12 +534,26 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
 
 #define STATE_MT lua_upvalueindex(2)
 
-/* loom.core._ws_state(client, max_message): a new parse state. */
+/* loom.core._ws_state(client, max_message [, deflate, reset_out, reset_in,
+   out_bits]): a new parse state; deflate when permessage-deflate was
+   agreed, with "no context takeover" for what we send (reset_out) and what
+   we get, and our compression window (9-15 bits, default 15). */
 static int l_state(lua_State *L) {
-  wsstate *w = lua_newuserdatauv(L, sizeof *w, 0);
+  int client = lua_toboolean(L, 1), deflate = lua_toboolean(L, 3);
+  int reset_out = lua_toboolean(L, 4), reset_in = lua_toboolean(L, 5);
+  int bits = (int)luaL_optinteger(L, 6, 15);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  wsstate *w;
+  luaL_argcheck(L, bits >= 9 && bits <= 15, 6, "window bits must be 9-15");
+  luaL_argcheck(L, max > 0, 2, "max_message must be positive");
+  w = lua_newuserdatauv(L, sizeof *w, 0);
   memset(w, 0, sizeof *w);
-  w->client = lua_toboolean(L, 1);
-  w->max_message = (size_t)luaL_checkinteger(L, 2);
+  w->client = client;
+  w->max_message = (size_t)max;
+  w->deflate = deflate;
+  w->reset_out = reset_out;
+  w->reset_in = reset_in;
+  w->out_bits = bits;
   lua_pushvalue(L, STATE_MT);
   lua_setmetatable(L, -2);
   return 1;
@@ -432,6 +563,11 @@ static int state_gc(lua_State *L) {
   wsstate *w = lua_touserdata(L, 1);
   free(w->msg);
   w->msg = NULL;
+  free(w->plain);
+  w->plain = NULL;
+  if (w->zin_ok) inflateEnd(&w->zin);
+  if (w->zout_ok) deflateEnd(&w->zout);
+  w->zin_ok = w->zout_ok = 0;
   return 0;
 }
 

@@ -19,14 +19,70 @@ local CLOSE_TIMEOUT = 5
 local PONG = 10
 
 --- A websocket, from `upgrade` or `connect`: `protocol` is the agreed
--- subprotocol (or nil).
+-- subprotocol (or nil), `compressed` whether permessage-deflate is on.
 -- @type WebSocket
 local WebSocket = {}
 WebSocket.__index = WebSocket
 
-local function new(stream, client, opts, protocol)
-  return setmetatable({ _s = stream, _w = core._ws_state(client, opts.max_message or DEFAULT_MAX),
-    _pending = {}, protocol = protocol }, WebSocket)
+-- z: the agreed permessage-deflate parameters (nil: none).
+local function new(stream, client, opts, protocol, z)
+  local w
+  if z then
+    w = core._ws_state(client, opts.max_message or DEFAULT_MAX, true, z.reset_out, z.reset_in, z.out_bits)
+  else
+    w = core._ws_state(client, opts.max_message or DEFAULT_MAX)
+  end
+  return setmetatable({ _s = stream, _w = w, _pending = {}, protocol = protocol, compressed = z ~= nil }, WebSocket)
+end
+
+-- The offers of a Sec-WebSocket-Extensions header: a list of {name,
+-- params = {k = v or true}}.
+local function parse_extensions(value)
+  local offers = {}
+  for offer in (value or ""):gmatch("[^,]+") do
+    local name
+    local params = {}
+    for part in offer:gmatch("[^;]+") do
+      part = part:match("^%s*(.-)%s*$")
+      if not name then
+        name = part:lower()
+      else
+        local k, v = part:match("^([%w_]+)%s*=%s*\"?([^\"]*)\"?$")
+        if k then params[k:lower()] = v else params[part:lower()] = true end
+      end
+    end
+    if name then offers[#offers + 1] = { name = name, params = params } end
+  end
+  return offers
+end
+
+local function window_bits(v)
+  if v == true or v == nil then return 15 end
+  local n = tonumber(v)
+  return n and math.type(n) == "integer" and n >= 8 and n <= 15 and n or nil
+end
+
+-- A server's answer to a client's permessage-deflate offers: the response
+-- header and the parameters, or nil to go on without compression.
+local function accept_deflate(header)
+  for _, o in ipairs(parse_extensions(header)) do
+    if o.name == "permessage-deflate" then
+      local p, ok = o.params, true
+      for k in pairs(p) do
+        if k ~= "server_no_context_takeover" and k ~= "client_no_context_takeover" and
+            k ~= "server_max_window_bits" and k ~= "client_max_window_bits" then ok = false end
+      end
+      local sbits = window_bits(p.server_max_window_bits)
+      if ok and sbits and sbits >= 9 and (p.client_max_window_bits == nil or window_bits(p.client_max_window_bits)) then
+        local resp = { "permessage-deflate" }
+        if p.server_no_context_takeover then resp[#resp + 1] = "server_no_context_takeover" end
+        if p.client_no_context_takeover then resp[#resp + 1] = "client_no_context_takeover" end
+        if p.server_max_window_bits then resp[#resp + 1] = "server_max_window_bits=" .. sbits end
+        return table.concat(resp, "; "), { reset_out = p.server_no_context_takeover and true or false,
+          reset_in = p.client_no_context_takeover and true or false, out_bits = sbits }
+      end
+    end
+  end
 end
 
 --- Sends one message. Blocks while the outgoing backlog is above the
@@ -151,7 +207,8 @@ end
 -- @tparam Request req
 -- @tparam[opt] table opts `protocols` (the subprotocols this server speaks,
 -- in preference order), `max_message` (16 MiB), `origins` (a list of
--- allowed Origin values; default: any)
+-- allowed Origin values; default: any), `compress` (accept a client's
+-- permessage-deflate offer)
 -- @return a WebSocket, or nil, msg
 -- @usage loom.http.serve(host, port, function(req)
 --   local ws = loom.websocket.upgrade(req); if not ws then return end
@@ -187,12 +244,15 @@ function websocket.upgrade(req, opts)
       if offered[p] then protocol = p break end
     end
   end
+  local ext, z
+  if opts.compress then ext, z = accept_deflate(h["sec-websocket-extensions"]) end
   req._taken = true
   local ok, err, code = st:write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     "Sec-WebSocket-Accept: ", core._ws_accept(key), "\r\n",
-    protocol and ("Sec-WebSocket-Protocol: " .. protocol .. "\r\n") or "", "\r\n")
+    protocol and ("Sec-WebSocket-Protocol: " .. protocol .. "\r\n") or "",
+    ext and ("Sec-WebSocket-Extensions: " .. ext .. "\r\n") or "", "\r\n")
   if not ok then return nil, err, code end
-  local ws = new(st, false, opts, protocol) -- bytes after the request head are its first frames
+  local ws = new(st, false, opts, protocol, z) -- bytes after the request head are its first frames
   req._ws = ws
   return ws
 end
@@ -204,7 +264,8 @@ end
 -- @tparam string url
 -- @tparam[opt] table opts `headers` (name -> value), `protocols` (a list
 -- offered to the server), `timeout` (connect and handshake, default 30 s),
--- `max_message` (16 MiB), `tls` (a loom.tls context or its fields)
+-- `max_message` (16 MiB), `tls` (a loom.tls context or its fields),
+-- `compress` (offer permessage-deflate)
 -- @return a WebSocket, or nil, msg, code (TLS failures carry their codes:
 -- "ECERT" ...; a refused upgrade "EPROTO" with the server's status)
 -- @usage local ws <close> = assert(loom.websocket.connect("wss://example.com/feed"))
@@ -232,6 +293,9 @@ function websocket.connect(url, opts)
       "[" .. host .. "]:" .. port or host .. ":" .. port), "Upgrade: websocket", "Connection: Upgrade",
       "Sec-WebSocket-Key: " .. key, "Sec-WebSocket-Version: 13" }
     if opts.protocols then lines[#lines + 1] = "Sec-WebSocket-Protocol: " .. table.concat(opts.protocols, ", ") end
+    if opts.compress then
+      lines[#lines + 1] = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+    end
     for k, v in pairs(opts.headers or {}) do lines[#lines + 1] = ("%s: %s"):format(k, v) end
     lines[#lines + 1] = "\r\n"
     local ok
@@ -262,7 +326,19 @@ function websocket.connect(url, opts)
         return nil, "websocket handshake: the server chose a subprotocol not offered", "EPROTO"
       end
     end
-    return new(st, true, opts, protocol)
+    local z
+    if hdr["sec-websocket-extensions"] then
+      local o = parse_extensions(hdr["sec-websocket-extensions"])[1]
+      local cbits = o and window_bits(o.params.client_max_window_bits)
+      if not opts.compress or not o or o.name ~= "permessage-deflate" or not cbits or cbits < 9 or
+          (o.params.server_max_window_bits and not window_bits(o.params.server_max_window_bits)) then
+        st:abort()
+        return nil, "websocket handshake: the server agreed to an extension not offered", "EPROTO"
+      end
+      z = { reset_out = o.params.client_no_context_takeover and true or false,
+        reset_in = o.params.server_no_context_takeover and true or false, out_bits = cbits }
+    end
+    return new(st, true, opts, protocol, z)
   end
   local done, ws, err, code = core.timeout(opts.timeout or 30, handshake)
   if not done then

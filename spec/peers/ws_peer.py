@@ -1,5 +1,7 @@
 # A python3-websockets peer for spec/websocket_spec.lua (Debian's package, a
 # strict implementation). Run with Debian's /usr/bin/python3.
+#   (a last argument "compress" turns permessage-deflate on, with the
+#   library's own parameters)
 #   ws_peer.py client URL   - checks loom's server: echoes of every boundary
 #                             size, binary, a fragmented message, ping, close
 #   ws_peer.py server       - an echo server on a free port (printed first);
@@ -9,8 +11,10 @@
 import asyncio, sys
 import websockets
 
+COMPRESS = "deflate" if "compress" in sys.argv[2:] else None
+
 async def client(url):
-    async with websockets.connect(url, compression=None, max_size=None) as ws:
+    async with websockets.connect(url, compression=COMPRESS, max_size=None) as ws:
         for n in (0, 1, 125, 126, 127, 65535, 65536, 100000):
             msg = "x" * n
             await ws.send(msg)
@@ -26,6 +30,7 @@ async def client(url):
         print("pong ok", flush=True)
         await ws.close(4000, "done here")
         print("closed", ws.close_code, ws.close_reason, flush=True)
+        print("extensions", [e.name for e in ws.extensions], flush=True)
 
 done = None
 
@@ -47,7 +52,7 @@ async def echo(ws):
 async def server():
     global done
     done = asyncio.get_running_loop().create_future()
-    async with websockets.serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as srv:
+    async with websockets.serve(echo, "127.0.0.1", 0, compression=COMPRESS, max_size=None) as srv:
         print(srv.sockets[0].getsockname()[1], flush=True)
         await asyncio.wait_for(done, 30)
 
