@@ -1,7 +1,9 @@
 -- Draws the ratios of one `make bench` output (bench/all.sh) as an SVG bar
 -- chart on stdout: for every benchmark and peer, how loom compares (above 1:
--- loom is ahead), on a log scale. usage: lua5.4 bench/chart.lua results.txt
-local file = assert(arg[1], "usage: chart.lua results.txt")
+-- loom is ahead), on a log scale; with `md`, prints the figures as the
+-- README's markdown tables instead (medians over the rounds).
+-- usage: lua5.4 bench/chart.lua results.txt [md]
+local file = assert(arg[1], "usage: chart.lua results.txt [md]")
 
 local function median(t)
   table.sort(t)
@@ -20,15 +22,20 @@ local function add(group, peer, ratio)
 end
 
 local section, bench, title
-local echo, http, https, ws = {}, {}, {}, {}
+local echo, http, https, ws, sched, client = {}, {}, {}, {}, {}, { loom = {}, aiohttp = {} }
 for line in io.lines(file) do
   local s = line:match("^## (.+)$")
   if s then section = s end
   title = title or line:match("^# (make bench on commit [^,%s]+)")
   if section == "scheduler" then
     bench = line:match("^(%a+) %(median of") or bench
-    local rt, ratio = line:match("^  (%S+)%s+[%d.]+%s+[%d.]+%s+%d+%s+([%d.]+)%s+[%d.]+$")
+    local rt, secs, us, mb, ratio = line:match("^  (%S+)%s+([%d.]+)%s+([%d.]+)%s+(%d+)%s+([%d.]+)%s+[%d.]+$")
     if rt and rt ~= "loom" then add(bench, rt, tonumber(ratio)) end
+    if rt then
+      sched[bench] = sched[bench] or { order = {} }
+      sched[bench][rt] = { secs = tonumber(secs), us = tonumber(us), mb = tonumber(mb), ratio = tonumber(ratio) }
+      table.insert(sched[bench].order, rt)
+    end
   elseif section == "echo" then
     local size, name, rps = line:match("^size%s+(%d+)%s+(%S+)%s+(%d+) rps")
     if size then
@@ -44,6 +51,8 @@ for line in io.lines(file) do
     end
   elseif section == "http client" then
     add("http client", "aiohttp", tonumber(line:match("loom/aiohttp ([%d.]+)")))
+    local l, a = line:match("loom%s+(%d+) req/s%s+aiohttp%s+(%d+) req/s")
+    if l then table.insert(client.loom, tonumber(l)); table.insert(client.aiohttp, tonumber(a)) end
   elseif section == "websocket" then
     local size, name, mps = line:match("^ws size%s+(%d+)%s+(%S+)%s+(%d+) msgs/s")
     if size then
@@ -87,6 +96,69 @@ for _, size in ipairs({ "64", "16384" }) do
       if w[peer] then add("websocket echo " .. size .. " B", peer, median(w.loom) / median(w[peer])) end
     end
   end
+end
+
+if arg[2] == "md" then
+  local function fmt(n) return tostring(math.floor(n + 0.5)):reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "") end
+  local function row(cells) print("| " .. table.concat(cells, " | ") .. " |") end
+  print("Scheduler (us per operation; sleepers: wall seconds; peer / loom in brackets, above 1: loom ahead):\n")
+  row({ "benchmark", "loom", "Node", "cqueues", "uvloop", "asyncio" })
+  row({ "---", "---", "---", "---", "---", "---" })
+  for _, b in ipairs({ "spawn", "pingpong", "semaphore", "gather", "timeout", "sleepers" }) do
+    local r = sched[b]
+    if r then
+      local key = b == "sleepers" and "secs" or "us"
+      local cells = { b, ("**%.2f**"):format(r.loom[key]) }
+      for _, rt in ipairs({ "node", "cqueues", "uvloop", "asyncio" }) do
+        cells[#cells + 1] = r[rt] and ("%.2f (%.2f)"):format(r[rt][key], r[rt][key] / r.loom[key]) or ""
+      end
+      row(cells)
+    end
+  end
+  print("\nTCP echo, requests/s (medians; loom / peer in brackets):\n")
+  row({ "server", "64 B", "1 KiB", "16 KiB" })
+  row({ "---", "---", "---", "---" })
+  for _, name in ipairs({ "C-libuv", "loom", "luv", "cqueues", "uvloop", "node" }) do
+    local cells = { name }
+    for _, size in ipairs({ "64", "1024", "16384" }) do
+      local e = echo[size] or {}
+      local v, l = e[name] and median(e[name]), e.loom and median(e.loom)
+      cells[#cells + 1] = v and (name == "loom" and ("**%s**"):format(fmt(v)) or ("%s (%.2f)"):format(fmt(v), l / v)) or ""
+    end
+    row(cells)
+  end
+  print("\nHTTP hello world, requests/s (medians; loom / peer):\n")
+  row({ "server", "req/s", "loom / it" })
+  row({ "---", "---", "---" })
+  for _, name in ipairs({ "nginx", "loom", "node", "aiohttp", "lua-http" }) do
+    if http[name] then row({ name, fmt(median(http[name])), ("%.2f"):format(median(http.loom) / median(http[name])) }) end
+  end
+  if #client.loom > 0 then
+    print(("\nHTTP client, 10,000 GETs from nginx, 50 in flight: loom %s req/s, aiohttp %s req/s (%.2fx)")
+      :format(fmt(median(client.loom)), fmt(median(client.aiohttp)), median(client.loom) / median(client.aiohttp)))
+  end
+  print("\nHTTPS against nginx with TLS, requests/s (medians):\n")
+  row({ "load", "nginx", "loom", "loom / nginx" })
+  row({ "---", "---", "---", "---" })
+  for _, mode in ipairs({ "keepalive", "newconn" }) do
+    local h = https[mode]
+    if h and h.loom and h.nginx then
+      row({ mode, fmt(median(h.nginx)), fmt(median(h.loom)), ("%.2f"):format(median(h.loom) / median(h.nginx)) })
+    end
+  end
+  print("\nWebSocket echo, messages/s (medians):\n")
+  row({ "size", "loom", "Node ws", "python websockets", "loom / ws", "loom / websockets" })
+  row({ "---", "---", "---", "---", "---", "---" })
+  for _, size in ipairs({ "64", "16384" }) do
+    local w = ws[size]
+    if w and w.loom then
+      local l = median(w.loom)
+      local n, py = w["node-ws"] and median(w["node-ws"]), w.websockets and median(w.websockets)
+      row({ size .. " B", fmt(l), n and fmt(n) or "", py and fmt(py) or "", n and ("%.2f"):format(l / n) or "",
+        py and ("%.2f"):format(l / py) or "" })
+    end
+  end
+  return
 end
 
 -- layout: one row per (benchmark, peer), log2 scale from 1/4 to 64
