@@ -15,6 +15,8 @@ local check_type, argerror = args.type, args.error
 local websocket = {}
 
 local DEFAULT_MAX = 16 * 1024 * 1024
+local DEFAULT_PING = 20
+local MAX_PENDING = 16 -- messages a ping reads ahead for receive
 local CLOSE_TIMEOUT = 5
 local PONG = 10
 
@@ -24,6 +26,20 @@ local PONG = 10
 local WebSocket = {}
 WebSocket.__index = WebSocket
 
+-- Pings the peer every `interval` seconds; one that does not answer within
+-- `timeout` is gone: the websocket closes with 1011.
+local function keepalive(ws, interval, timeout)
+  while true do
+    core.sleep(interval)
+    if ws._closed then return end
+    local ok, _, code = ws:ping(nil, timeout)
+    if not ok then
+      if code == "ETIMEDOUT" then ws:close(1011, "ping timeout") end
+      return
+    end
+  end
+end
+
 -- z: the agreed permessage-deflate parameters (nil: none).
 local function new(stream, client, opts, protocol, z)
   local w
@@ -32,7 +48,11 @@ local function new(stream, client, opts, protocol, z)
   else
     w = core._ws_state(client, opts.max_message or DEFAULT_MAX)
   end
-  return setmetatable({ _s = stream, _w = w, _pending = {}, protocol = protocol, compressed = z ~= nil }, WebSocket)
+  local ws = setmetatable({ _s = stream, _w = w, _pending = {}, protocol = protocol, compressed = z ~= nil },
+    WebSocket)
+  local interval = opts.ping_interval == nil and DEFAULT_PING or opts.ping_interval
+  if interval then ws._keepalive = core.spawn(keepalive, ws, interval, opts.ping_timeout or DEFAULT_PING) end
+  return ws
 end
 
 -- The offers of a Sec-WebSocket-Extensions header: a list of {name,
@@ -104,7 +124,7 @@ end
 -- time; `pong` makes a pong end the wait too (for ping).
 local function read(self, pong)
   if self._reading then error("receive: another task is reading this websocket", 3) end
-  self._reading = true
+  self._reading = pong and "ping" or true
   local _ <close> = setmetatable({}, { __close = function() self._reading = false end })
   return core._ws_recv(self._s, self._w, pong)
 end
@@ -115,6 +135,7 @@ end
 -- (1006 when the connection ended without a close)
 -- @usage local msg, kind = ws:receive()
 function WebSocket:receive()
+  while self._reading == "ping" do core.sleep(0.001) end -- a ping reads for its pong: briefly
   if #self._pending > 0 then
     local m = table.remove(self._pending, 1)
     return m[1], m[2]
@@ -152,7 +173,9 @@ function WebSocket:ping(data, timeout)
     if closed then return nil, "closed", "ECLOSED" end
     local left = deadline - core.now()
     if left <= 0 then return nil, "timeout", "ETIMEDOUT" end
-    if self._reading then -- another task reads: it notes the pong
+    if self._reading or #self._pending >= MAX_PENDING then
+      -- another task reads and notes the pong; or nobody takes the messages
+      -- this ping would have to keep: backpressure wins, as for any reader
       core.sleep(math.min(0.005, left))
     else
       local done, d, k = core.timeout(left, read, self, true)
@@ -170,6 +193,7 @@ end
 function WebSocket:close(code, reason)
   if self._closed then return true end
   self._closed = true
+  if self._keepalive and self._keepalive ~= core.current() then self._keepalive:cancel() end
   local sent = core._ws_close_frame(self._s, self._w, code or 1000, reason)
   if sent and not self._reading and core.current() then
     core.timeout(CLOSE_TIMEOUT, function()
@@ -181,7 +205,7 @@ function WebSocket:close(code, reason)
 end
 WebSocket.__close = WebSocket.close
 
------------------------------------------------------------------- server
+-- The server side.
 
 local function has_token(value, token)
   if not value then return false end
@@ -208,7 +232,9 @@ end
 -- @tparam[opt] table opts `protocols` (the subprotocols this server speaks,
 -- in preference order), `max_message` (16 MiB), `origins` (a list of
 -- allowed Origin values; default: any), `compress` (accept a client's
--- permessage-deflate offer)
+-- permessage-deflate offer), `ping_interval` / `ping_timeout` (20 s / 20 s:
+-- a ping every interval, and a peer that does not answer in time is closed
+-- with 1011; `ping_interval = false` turns it off)
 -- @return a WebSocket, or nil, msg
 -- @usage loom.http.serve(host, port, function(req)
 --   local ws = loom.websocket.upgrade(req); if not ws then return end
@@ -257,7 +283,7 @@ function websocket.upgrade(req, opts)
   return ws
 end
 
------------------------------------------------------------------- client
+-- The client side.
 
 --- Opens a websocket to a `ws://` or `wss://` URL (TLS verified by
 -- default). Blocks.
@@ -265,7 +291,8 @@ end
 -- @tparam[opt] table opts `headers` (name -> value), `protocols` (a list
 -- offered to the server), `timeout` (connect and handshake, default 30 s),
 -- `max_message` (16 MiB), `tls` (a loom.tls context or its fields),
--- `compress` (offer permessage-deflate)
+-- `compress` (offer permessage-deflate), `ping_interval` / `ping_timeout`
+-- (as upgrade's)
 -- @return a WebSocket, or nil, msg, code (TLS failures carry their codes:
 -- "ECERT" ...; a refused upgrade "EPROTO" with the server's status)
 -- @usage local ws <close> = assert(loom.websocket.connect("wss://example.com/feed"))

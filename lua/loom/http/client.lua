@@ -1,0 +1,308 @@
+--- loom.http.client (internal): the HTTP client: pools of kept-alive
+-- connections per scheme, host, port and trust (limit, reuse, a retry on a
+-- stale connection, TLS sessions resumed), redirects, interim responses,
+-- body limits and the total timeout.
+-- @module loom.http
+local core = require "loom.core"
+local net = require "loom.net"
+local tls = require "loom.tls"
+local args = require "loom.args"
+local common = require "loom.http.common"
+
+local http = {}
+local argerror, check_type = args.error, args.type
+local headers_mt = common.headers_mt
+local setmetatable = setmetatable
+
+------------------------------------------------------------------ client
+
+local ClientResponse = {}
+
+--- A client's response: `status`, `headers` (lower-case names, any
+-- spelling finds them), `body` (unless streamed), `version`, `url` (after
+-- redirects).
+-- @type ClientResponse
+
+--- The next piece of a streamed body (`stream = true`); at its end the
+-- connection returns to the pool. Blocks.
+-- @return a string, nil at the end; or nil, msg, code
+-- @usage for chunk in res.read, res do out:write(chunk) end
+function ClientResponse:read()
+  local lease = self._lease
+  if not lease then return nil end
+  local chunk, err, code = lease.conn:read()
+  if chunk then return chunk end
+  self._lease = nil
+  lease.reusable = err == nil and self.keep_alive
+  lease:release()
+  return nil, err, code
+end
+
+--- Gives up the rest of a streamed body (its connection is closed rather
+-- than reused). Also `<close>`. Never blocks.
+-- @usage local res <close> = assert(loom.http.get(url, { stream = true }))
+function ClientResponse:close()
+  local lease = self._lease
+  if lease then
+    self._lease = nil
+    lease.reusable = false
+    lease:release()
+  end
+end
+
+local client_methods = { read = ClientResponse.read, close = ClientResponse.close }
+ClientResponse.__index = client_methods
+ClientResponse.__close = ClientResponse.close
+
+local pools = {}
+local default_limit = 64
+local CLIENT_MAX_BODY = 64 * 1024 * 1024 -- a whole body in memory, unless stream = true
+local MAX_INTERIM = 10
+
+local Lease = {}
+Lease.__index = Lease
+
+function Lease:release()
+  if self.released then return end
+  self.released = true
+  local pool = self.pool
+  if self.reusable and self.conn:alive() then
+    pool.idle[#pool.idle + 1] = self.conn
+  elseif self.conn then
+    self.conn:stream():close()
+  end
+  pool.sem:release()
+end
+
+Lease.__close = function(self) if not self.moved then self:release() end end
+
+local function get_pool(key, limit)
+  key = key .. "/" .. limit
+  local pool = pools[key]
+  if not pool then
+    pool = { idle = {}, sem = core.semaphore(limit), limit = limit }
+    pools[key] = pool
+  end
+  return pool
+end
+
+-- The client's TLS settings for an https URL: ALPN http/1.1 and the user's
+-- `tls` (a context or its fields; verification stays on unless it says
+-- verify = false).
+local tls_clients = setmetatable({}, { __mode = "k" })
+local default_tls
+
+local function client_tls(opts)
+  local t = opts.tls
+  if t == nil then
+    default_tls = default_tls or tls._context_of({ alpn = { "http/1.1" } })
+    return default_tls
+  end
+  if getmetatable(t) == core._TLSContext or t.context then return tls._context_of(t, 1, "request") end
+  local ctx = tls_clients[t]
+  if not ctx then
+    local f = { alpn = { "http/1.1" } }
+    for k, v in pairs(t) do if k ~= "alpn" then f[k] = v end end
+    ctx = tls._context_of(f, 1, "request")
+    tls_clients[t] = ctx
+  end
+  return ctx
+end
+
+-- A connection to host:port from the pool (reused when one is idle and
+-- still open), within the per-host limit; https connections are TLS, with
+-- the pool's last session offered for resumption. May block.
+local function lease_conn(pool, u, opts)
+  local host, port = u.host, u.port
+  pool.sem:acquire()
+  local lease = setmetatable({ pool = pool }, Lease)
+  local idle = pool.idle
+  while #idle > 0 do
+    local conn = table.remove(idle)
+    if conn:alive() then
+      lease.conn, lease.reused = conn, true
+      return lease
+    end
+    conn:stream():close()
+  end
+  local ok, st, err, code = pcall(net.tcp.connect, host, port)
+  if ok and st and u.scheme == "https" then
+    local raw = st
+    ok, st, err, code = pcall(tls.wrap, raw, { context = u.ctx, servername = host, _session = pool.session })
+    if not ok then raw:abort() end
+    if ok and st then pool.session = tls._session(st) or pool.session end
+  end
+  if not ok or not st then
+    lease.released = true
+    pool.sem:release()
+    if not ok then error(st, 0) end
+    return nil, err, code
+  end
+  lease.conn = core._http_conn(st, "response", headers_mt, ClientResponse)
+  return lease
+end
+
+local idempotent = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true, TRACE = true }
+local stale = { EOF = true, ECONNRESET = true, EPIPE = true, ECLOSED = true }
+
+-- One exchange on one connection: response, or nil, msg, code, retryable.
+local function exchange(pool, u, method, opts)
+  local lease <close>, err, code = lease_conn(pool, u, opts)
+  if not lease then return nil, err, code end
+  local conn = lease.conn
+  local ok
+  local payload = opts.body
+  if payload == false then payload = nil end
+  ok, err, code = conn:request(method, u.target, u.hostport, opts.headers, payload)
+  if ok then
+    local limit = opts.max_body_size or (not opts.stream and CLIENT_MAX_BODY) or nil
+    local res
+    -- interim responses (100 Continue, 103 Early Hints) are skipped, a
+    -- bounded number of them; 101 is final (the connection changed hands)
+    for _ = 0, MAX_INTERIM do
+      conn:expect_head(method == "HEAD", limit)
+      res, err, code = conn:next()
+      if not res or res.status >= 200 or res.status == 101 then break end
+      res, err, code = nil, "too many interim (1xx) responses", "EPROTO"
+    end
+    if res then
+      if opts.stream then
+        lease.moved = true
+        res._lease = lease
+        lease.reusable = res.keep_alive
+        if conn:done() then res:read() end
+        return res
+      end
+      local body
+      body, err, code = conn:read(true)
+      if body then
+        res.body = body
+        lease.reusable = res.keep_alive
+        return res
+      end
+    end
+  end
+  return nil, err, code, lease.reused and stale[code] and idempotent[method]
+end
+
+local default_port = { http = 80, https = 443 }
+
+local function parse_url(url)
+  local scheme, host, port, target, userinfo = core._http_parse_url(url)
+  if not scheme then return nil, host, port end
+  scheme = scheme:lower()
+  if not default_port[scheme] then return nil, ("unsupported URL scheme '%s'"):format(scheme), "EINVAL" end
+  local u = { scheme = scheme, host = host, port = port or default_port[scheme], target = target, userinfo = userinfo }
+  local h = host:find(":", 1, true) and "[" .. host .. "]" or host
+  u.hostport = port and port ~= default_port[scheme] and h .. ":" .. port or h
+  u.key = scheme .. "://" .. host .. ":" .. u.port
+  return u
+end
+
+local function resolve(base, location)
+  if location:match("^%a[%w+.-]*://") then return location end
+  if location:sub(1, 2) == "//" then return base.scheme .. ":" .. location end
+  local origin = base.scheme .. "://" .. base.hostport
+  if location:sub(1, 1) == "/" then return origin .. location end
+  local dir = base.target:match("^([^?]*/)") or "/"
+  return origin .. dir .. location
+end
+
+local function perform(opts)
+  local method = (opts.method or "GET"):upper()
+  local url = opts.url
+  local redirects = opts.redirects == nil and 5 or opts.redirects
+  for _ = 0, redirects do
+    local u, err, code = parse_url(url)
+    if not u then return nil, err, code end
+    if opts.query then
+      u.target = u.target .. (u.target:find("?", 1, true) and "&" or "?") .. common.encode_query(opts.query)
+    end
+    -- a TLS connection is only reused under the trust it was verified with
+    if u.scheme == "https" then u.ctx = client_tls(opts); u.key = u.key .. "|" .. tostring(u.ctx) end
+    local pool = get_pool(u.key, opts.max_per_host or default_limit)
+    local res, retry
+    res, err, code, retry = exchange(pool, u, method, opts)
+    if not res and retry then res, err, code = exchange(pool, u, method, opts) end
+    if not res then return nil, err, code end
+    local location = res.headers.location
+    local s = res.status
+    if not (location and (s == 301 or s == 302 or s == 303 or s == 307 or s == 308)) or redirects == 0 then
+      res.url = url
+      return res
+    end
+    if opts.stream then res:close() end
+    url = resolve(u, location)
+    if s == 303 or ((s == 301 or s == 302) and method ~= "GET" and method ~= "HEAD") then
+      method = method == "HEAD" and "HEAD" or "GET"
+      opts = setmetatable({ body = false }, { __index = opts })
+    end
+  end
+  return nil, ("too many redirects (more than %d)"):format(redirects), "EREDIRECT"
+end
+
+--- Client functions.
+-- @section client
+
+--- Makes an HTTP request. Connections are kept alive and pooled per host;
+-- a pooled connection the server closed meanwhile is replaced and the
+-- request retried once (idempotent methods). Blocks.
+-- @tparam table opts `url` (http or https: TLS verified by default),
+-- `tls` (for https: a loom.tls context or its fields, e.g. `ca`, `verify =
+-- false`), `method` ("GET"), `headers`, `body` (a
+-- string), `query` (a table appended to the URL), `timeout` (30 s for the
+-- whole exchange; with stream, until the head), `redirects` (5; 0 to not
+-- follow), `stream` (read the body with `res:read()`), `max_per_host` (64
+-- connections), `max_body_size` (default 64 MiB, or none with stream;
+-- over it: nil, "body too large", "EBODY"). Interim responses (1xx but
+-- 101) are skipped.
+-- @return a ClientResponse, or nil, msg, code ("ETIMEDOUT", "ECONNREFUSED",
+-- "EPROTO", "ECERT", "EINVAL", "EREDIRECT" ...)
+-- @usage local res = assert(loom.http.request{ method = "POST", url = api .. "/items",
+--   headers = { ["Content-Type"] = "application/json" }, body = json, timeout = 5 })
+function http.request(opts)
+  check_type(opts, "table", 1, "request")
+  check_type(opts.url, "string", 1, "request")
+  if opts.method ~= nil and (type(opts.method) ~= "string" or not opts.method:match("^%a+$")) then
+    argerror(1, "request", "method must be a word such as \"GET\"")
+  end
+  check_type(opts.headers, "table", 1, "request", true)
+  if opts.body ~= nil and type(opts.body) ~= "string" then
+    argerror(1, "request", ("body: string expected, got %s"):format(type(opts.body)))
+  end
+  check_type(opts.query, "table", 1, "request", true)
+  check_type(opts.timeout, "number", 1, "request", true)
+  local timeout = opts.timeout or 30
+  if timeout <= 0 then return nil, "timeout", "ETIMEDOUT" end
+  local ok, res, err, code = core.timeout(timeout, perform, opts)
+  if not ok then return nil, "timeout", "ETIMEDOUT" end
+  return res, err, code
+end
+
+--- A GET request: `http.request` with `url` and `opts`. Blocks.
+-- @tparam string url
+-- @tparam[opt] table opts as request's
+-- @return a ClientResponse, or nil, msg, code
+-- @usage local res, err = loom.http.get("http://127.0.0.1:8080/health", { timeout = 2 })
+function http.get(url, opts)
+  check_type(url, "string", 1, "get")
+  check_type(opts, "table", 2, "get", true)
+  local o = { url = url, method = "GET" }
+  for k, v in pairs(opts or {}) do if k ~= "url" then o[k] = v end end
+  local res, err, code = http.request(o) -- not a tail call: errors name http.get
+  return res, err, code
+end
+
+--- Closes the pooled idle client connections (before `loom.run` ends, so
+-- that none is left open). Never blocks.
+-- @usage loom.http.close_idle()
+function http.close_idle()
+  for key, pool in pairs(pools) do
+    for _, conn in ipairs(pool.idle) do conn:stream():close() end
+    pool.idle = {}
+    pools[key] = nil
+  end
+end
+
+
+return http

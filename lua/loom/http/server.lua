@@ -1,0 +1,410 @@
+--- loom.http.server (internal): the HTTP server: a connection's keep-alive
+-- loop (the common case in C, conn:serve), handlers' answers, limits and
+-- errors, graceful close, TLS and max_connections through loom.net's
+-- acceptor; the hand-off of a connection to loom.websocket.
+-- @module loom.http
+local core = require "loom.core"
+local net = require "loom.net"
+local args = require "loom.args"
+local common = require "loom.http.common"
+
+local http = {}
+local argerror, check_type, check_port = args.error, args.type, args.port
+local F = common.flags
+local R_CLOSE, R_KEEP, R_CHUNKED, R_NOBODY, R_RAW = F.CLOSE, F.KEEP, F.CHUNKED, F.NOBODY, F.RAW
+local headers_mt = common.headers_mt
+local traceback, xpcall, setmetatable, rawget = debug.traceback, xpcall, setmetatable, rawget
+
+------------------------------------------------------------------ server
+
+local Request = {}
+
+--- A request, as a handler receives it: `method`, `path` (decoded, without
+-- the query), `target` (raw), `query` (decoded parameters), `query_string`,
+-- `headers` (lower-case names, any spelling finds them), `version`.
+-- @type Request
+
+--- The whole request body, read once and kept. Blocks. Over the server's
+-- max_body_size the answer is 413 (also if the handler raises after it).
+-- @return a string ("" when there is none), or nil, msg, code, status
+-- @usage local data = cjson.decode(assert(req:body()))
+function Request:body()
+  if self._body then return self._body end
+  self:_continue()
+  local body, err, code, status = self[1]:read(true)
+  if not body then
+    self._broken, self._status = true, status
+    return nil, err, code, status
+  end
+  self._body = body
+  return body
+end
+
+--- The next piece of the body as it arrives. Blocks.
+-- @return a string, nil at the end; or nil, msg, code, status
+-- @usage for chunk in req.read, req do file:write(chunk) end
+function Request:read()
+  self:_continue()
+  local chunk, err, code, status = self[1]:read()
+  if not chunk and err then self._broken, self._status = true, status end
+  return chunk, err, code, status
+end
+
+-- Answers `Expect: 100-continue` the first time the body is asked for: a
+-- handler that refuses a request never makes the client send its body.
+function Request:_continue()
+  if self._expect and not self._continued then
+    self._continued = true
+    self[1]:stream():write("HTTP/1.1 100 Continue\r\n\r\n")
+  end
+end
+
+local request_methods = { body = Request.body, read = Request.read, _continue = Request._continue }
+
+-- req.query (the query string's parameters, decoded), req.query_string (the
+-- raw query) and req.version ("1.1") are made on first use.
+Request.__index = function(req, k)
+  if k == "query" then
+    local q = common.decode_query(req.query_string)
+    rawset(req, "query", q)
+    return q
+  elseif k == "query_string" then
+    local qs = req.target:match("%?([^#]*)") or ""
+    rawset(req, "query_string", qs)
+    return qs
+  elseif k == "version" then
+    local v = req[1]:info()
+    rawset(req, "version", v)
+    return v
+  end
+  return request_methods[k]
+end
+
+local Response = {}
+Response.__index = Response
+
+--- A response under construction, the handler's second argument (for
+-- handlers declared with it).
+-- @type Response
+
+--- Sets the status (default 200) before the head is sent. Never blocks.
+-- @tparam integer n 100-999
+-- @treturn Response res, for chaining
+-- @usage res:status(404):header("Content-Type", "text/plain"):finish("no")
+function Response:status(n)
+  if math.type(n) ~= "integer" or n < 100 or n > 999 then argerror(1, "status", "status code expected") end
+  if self._state then error("status: the response head was already sent", 2) end
+  self._code = n
+  return self
+end
+
+--- Sets a response header before the head is sent. Never blocks.
+-- @tparam string name
+-- @param value a string or number, or a list of them (sent several times)
+-- @treturn Response res
+-- @usage res:header("Set-Cookie", { "a=1", "b=2" })
+function Response:header(name, value)
+  check_type(name, "string", 1, "header")
+  if self._state then error("header: the response head was already sent", 2) end
+  local h = self._headers
+  if not h then h = {}; self._headers = h end
+  h[name] = value
+  return self
+end
+
+function Response:_flags(streaming)
+  local req, flags = self._req, 0
+  local version, keep = self._conn:info()
+  -- (a handler's own "Connection: close" is seen by conn:respond, which then
+  -- ends the connection after this response)
+  keep = keep and not req.upgrade and not self._server._closing and not req._broken
+  if keep and req._expect and not req._continued and not self._conn:done() then keep = false end
+  if streaming and version == "1.0" and not self:_has_length() then keep = false end
+  self._keep = keep
+  if not keep then flags = R_CLOSE elseif version == "1.0" then flags = R_KEEP end
+  if req.method == "HEAD" or self._code == 204 or self._code == 304 then flags = flags | R_NOBODY end
+  return flags
+end
+
+function Response:_has_length()
+  local h = self._headers
+  return h and (h["content-length"] or h["Content-Length"]) ~= nil
+end
+
+local function written(self, ok, err, code)
+  if not ok then
+    if code == "EINVAL" then
+      self._state = nil
+      error(err, 3)
+    end
+    self._failed = true
+  end
+  return ok, err, code
+end
+
+--- Sends part of the body; the head goes first, with
+-- `Transfer-Encoding: chunked` unless a Content-Length header was set.
+-- Blocks (backpressure, up to the server's send_timeout).
+-- @tparam string chunk
+-- @return true, or nil, msg, code (the client went away)
+-- @raise for a header that cannot be sent (CR or LF in a value ...)
+-- @usage for row in rows() do res:write(row .. "\n") end
+function Response:write(chunk)
+  check_type(chunk, "string", 1, "write")
+  if self._state == "done" then error("write: the response is finished", 2) end
+  if not self._state then
+    local flags = self:_flags(true)
+    if self:_has_length() or self._req.version == "1.0" then
+      self._framing = "raw"
+      flags = flags | R_RAW
+    else
+      self._framing = "chunked"
+      flags = flags | R_CHUNKED
+    end
+    self._nobody = flags & R_NOBODY ~= 0
+    self._state = "streaming"
+    local ok, err, code = written(self, self._conn:respond(self._code, self._headers, nil, flags))
+    if not ok then return nil, err, code end
+  end
+  if self._nobody or chunk == "" then return true end
+  if self._framing == "chunked" then return written(self, self._conn:chunk(chunk)) end
+  return written(self, self._conn:stream():write(chunk))
+end
+
+--- Ends the response: sends it whole with a Content-Length when nothing
+-- was written yet, else the rest and the last chunk. Blocks.
+-- @tparam[opt] string body
+-- @return true, or nil, msg, code
+-- @usage res:finish("done")
+function Response:finish(body)
+  check_type(body, "string", 1, "finish", true)
+  if self._state == "done" then return true end
+  if not self._state then
+    self._state = "done"
+    return written(self, self._conn:respond(self._code, self._headers, body or "", self:_flags(false)))
+  end
+  if body and body ~= "" then
+    local ok, err, code = self:write(body)
+    if not ok then self._state = "done"; return nil, err, code end
+  end
+  self._state = "done"
+  if self._framing == "chunked" and not self._nobody then return written(self, self._conn:chunk()) end
+  return true
+end
+
+local function merge(into, from)
+  if not into then return from end
+  if from then for k, v in pairs(from) do into[k] = v end end
+  return into
+end
+
+-- What a handler returned, when it did not finish the response itself:
+-- `status, headers, body`, or a body alone, or nothing (an empty 200).
+local function finish_from(res, a, b, c)
+  if res._state == "streaming" then return res:finish() end
+  if res._state == "done" then return true end -- finished by the handler: what it returned is moot
+  local ta = math.type(a)
+  if ta == "integer" then
+    if a < 100 or a > 999 then error(("handler returned status %d (100-999 expected)"):format(a), 0) end
+    res._code = a
+    if b ~= nil and type(b) ~= "table" then
+      error(("handler returned a %s as headers (table expected)"):format(type(b)), 0)
+    end
+    res._headers = merge(res._headers, b)
+    if c ~= nil and type(c) ~= "string" then error(("handler returned a %s as body"):format(type(c)), 0) end
+    return res:finish(c)
+  elseif type(a) == "string" then
+    return res:finish(a)
+  elseif a ~= nil then
+    error(("handler returned a %s (expected status, headers, body)"):format(type(a)), 0)
+  end
+  return res:finish()
+end
+
+local error_text = {
+  [400] = "bad request\n", [408] = "request timeout\n", [413] = "request body too large\n",
+  [431] = "request header fields too large\n", [500] = "internal server error\n",
+  [505] = "HTTP version not supported\n",
+}
+
+local plain = { ["content-type"] = "text/plain; charset=utf-8" }
+
+-- One connection: requests in order, each handler run in this task (so
+-- pipelined responses go out in request order), until the client closes,
+-- asks to, idles past keepalive_timeout, or sends something wrong.
+local function serve_connection(server, st, entry)
+  local o = server._opts
+  local conn = core._http_conn(st, "request", headers_mt, Request, o.max_header_size, o.max_body_size,
+    o.keepalive_timeout, o.header_timeout, o.body_timeout)
+  entry.conn = conn
+  st:set_timeout(o.send_timeout) -- a client that stops reading its responses is dropped
+  local handler, log = server._handler, o.on_error
+  local info = debug.getinfo(handler, "u")
+  local wants_res = info.nparams >= 2 or info.isvararg
+  local cut = false
+  while true do
+    -- Plain requests (kept-alive HTTP/1.1, not HEAD, no Expect or Upgrade)
+    -- are answered by the C loop (conn:serve); whatever it hands back takes
+    -- the general path here.
+    local req, fast, ok, a, b, c, res = conn:serve(handler, traceback, server, wants_res and Response or nil)
+    if req == false then cut = true break end -- a response could not be sent
+    local ran = fast -- on failure: nil, msg, code, status, so the status is in a
+    if not req then
+      if a then conn:respond(a, plain, error_text[a] or "error\n", R_CLOSE) end
+      break
+    end
+    if not fast then
+      local expect = rawget(req.headers, "expect")
+      if expect then
+        if expect:lower() ~= "100-continue" then
+          conn:respond(417, plain, "expectation failed\n", R_CLOSE)
+          break
+        end
+        req._expect = true
+      end
+    end
+    if not ran then
+      res = setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
+      ok, a, b, c = xpcall(handler, traceback, req, wants_res and res or nil)
+    end
+    if req._taken then -- the handler took the connection (loom.websocket.upgrade)
+      local cancelled = not ok and core.is_cancelled(a)
+      if req._ws then pcall(req._ws.close, req._ws, ok and 1000 or cancelled and 1001 or 1011) end
+      if cancelled then error(a, 0) end
+      if not ok then log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a))) end
+      break
+    end
+    res = res or setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
+    if ok then
+      ok, a = pcall(finish_from, res, a, b, c)
+      if not ok then a = traceback(a, 1) end
+    end
+    if not ok then
+      if core.is_cancelled(a) then error(a, 0) end
+      -- a body that could not be read (too large, malformed, too slow)
+      -- answers with its own status; anything else is the server's fault
+      local code = req._status or 500
+      if code == 500 then
+        log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
+      end
+      if res._state then cut = true break end -- the head is out: the client learns by the reset
+      res._code, res._headers, res._state = code, plain, nil
+      res:finish(error_text[code] or "error\n")
+    end
+    if res._failed then cut = true break end
+    if not res._keep or server._closing then break end
+  end
+  -- a response cut short must not reach the client as a clean end
+  if cut then st:abort() else st:close() end
+end
+
+local Server = {}
+Server.__index = Server
+
+--- An HTTP server, from `http.serve`.
+-- @type Server
+
+--- Where the server listens. Never blocks.
+-- @return host, port
+-- @usage local _, port = server:address()
+function Server:address()
+  return self._listener:address()
+end
+
+--- Stops accepting, closes idle keep-alive connections at once and, called
+-- from a task, waits until the requests in flight are answered (their
+-- responses say `Connection: close`); after `timeout` seconds the handlers
+-- still running are cancelled. Blocks while requests are in flight.
+-- @tparam[opt] number timeout seconds
+-- @usage loom.signal.wait("SIGTERM"); server:close(10)
+function Server:close(timeout)
+  check_type(timeout, "number", 1, "close", true)
+  if self._closing then return end
+  self._closing = true
+  self._listener:close()
+  for entry in pairs(self._conns) do
+    if entry.conn then entry.conn:set_closing() end
+    if not entry.conn or entry.conn:idle() then entry.stream:close() end
+  end
+  if not next(self._conns) or not core.current() then return end
+  if not self._drained:wait(timeout) then
+    for entry in pairs(self._conns) do entry.task:cancel("server closed") end
+    self._drained:wait()
+  end
+end
+
+local function setdefault(opts, k, v)
+  if opts[k] == nil then opts[k] = v end
+end
+
+--- Functions.
+-- @section functions
+
+--- Serves HTTP/1.1 on host:port: `handler(req, res)` runs for each request
+-- in its connection's task (so pipelined requests are answered in order),
+-- and answers by returning `status, headers, body` (or a body string, or
+-- nothing: an empty 200) or through `res`. Keep-alive, pipelining, chunked
+-- bodies, `Expect: 100-continue`, HEAD. A handler's error gives a 500 (its
+-- traceback goes to `on_error`) and the server goes on. May block (to
+-- resolve host).
+-- @tparam string host
+-- @tparam integer port 0 picks a free one
+-- @tparam function handler `function(req [, res])`; declared without `res`,
+-- none is made (faster)
+-- @tparam[opt] table opts `max_header_size` (16 KiB: 431), `max_body_size`
+-- (1 MiB: 413), `header_timeout` (10 s: 408), `keepalive_timeout` (5 s),
+-- `body_timeout` (30 s per read), `send_timeout` (30 s), `on_error` (a
+-- function given each handler error; default: stderr), `backlog`,
+-- `reuseport`, `max_connections` (10,000: at that many, idle keep-alive
+-- connections are closed first, then accepting pauses until one ends),
+-- `tls` (a loom.tls context or its fields: HTTPS), `handshake_timeout` (10 s)
+-- @return a Server, or nil, msg, code
+-- @usage loom.http.serve("0.0.0.0", 8080, function(req)
+--   return 200, { ["Content-Type"] = "text/plain" }, "hello " .. req.path
+-- end)
+function http.serve(host, port, handler, opts)
+  check_type(host, "string", 1, "serve")
+  check_port(port, 2, "serve")
+  check_type(handler, "function", 3, "serve")
+  check_type(opts, "table", 4, "serve", true)
+  if opts and opts.max_connections ~= nil and (math.type(opts.max_connections) ~= "integer" or opts.max_connections < 1) then
+    argerror(4, "serve", "max_connections must be a positive integer")
+  end
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  setdefault(o, "max_header_size", 16 * 1024)
+  setdefault(o, "max_body_size", 1024 * 1024)
+  setdefault(o, "header_timeout", 10)
+  setdefault(o, "keepalive_timeout", 5)
+  setdefault(o, "body_timeout", 30)
+  setdefault(o, "send_timeout", 30)
+  setdefault(o, "on_error", net._log)
+  local tls_ctx, hs_timeout = net._server_tls(opts, "serve")
+  local listener, err, code = net.tcp.listen(host, port, { backlog = o.backlog, reuseport = o.reuseport })
+  if not listener then return nil, err, code end
+  local server = setmetatable({ _listener = listener, _handler = handler, _opts = o, _conns = {},
+                                _drained = core.event() }, Server)
+  -- each connection is tracked while it lives, so that close can find the
+  -- idle ones and wait for the others
+  net._run_server(listener, function(st)
+    local entry = { stream = st, task = core.current() }
+    server._conns[entry] = true
+    local _ <close> = setmetatable({}, { __close = function()
+      server._conns[entry] = nil
+      if server._closing and not next(server._conns) then server._drained:set() end
+    end })
+    serve_connection(server, st, entry)
+  end, "http server", o.on_error, o.max_connections, function()
+    -- full: idle keep-alive connections make room first
+    for entry in pairs(server._conns) do
+      if entry.conn then
+        local idle, served = entry.conn:idle()
+        if idle and served > 0 then entry.stream:close() end
+      end
+    end
+  end, tls_ctx, hs_timeout)
+  return server
+end
+
+
+return http
