@@ -348,6 +348,9 @@ describe("loom.http server", function()
     assert.matches("then\t200\tfine", out)
     assert.matches("http handler failed %(GET /boom%).-handler exploded", out)
     assert.matches("stack traceback", out)
+    -- the user's frames, not loom's serving loop below them
+    assert.matches("%(command line%):4: in function", out)
+    assert.not_matches("loom/http", out)
   end)
 
   it("drops a client that never reads its responses, and serves others meanwhile", function()

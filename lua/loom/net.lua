@@ -100,6 +100,21 @@ end
 
 local DEFAULT_MAX_CONNECTIONS = 10000
 
+-- The message handler of server handlers: a string error gains the
+-- handler's traceback, without the frames below the handler (loom's
+-- acceptor and serving loop: not where the user's mistake is). Other error
+-- values (a cancellation) pass unchanged.
+local function handler_traceback(e, level)
+  if type(e) ~= "string" then return e end
+  local tb = debug.traceback(e, (level or 1) + 1)
+  local cut -- the first of the frames that call handlers
+  for _, frame in ipairs({ "in function 'xpcall'", "in method 'serve'", "in function 'pcall'" }) do
+    local at = tb:find("\n%s*%[C%]: " .. frame)
+    if at and (not cut or at < cut) then cut = at end
+  end
+  return cut and tb:sub(1, cut - 1) or tb
+end
+
 -- Accepts connections for ever, each handled in its own task (closed after);
 -- a handler's error goes to log (default: stderr) with its traceback;
 -- running out of descriptors (EMFILE) backs off instead of spinning. At
@@ -137,7 +152,7 @@ local function run_server(server, handler, what, log, max, on_full, tls_ctx, hs_
             local done, s = core.timeout(hs_timeout or 10, core._tls_wrap, st, tls_ctx, true)
             if not (done and s) then return end
           end
-          local ok, e = xpcall(handler, debug.traceback, st)
+          local ok, e = xpcall(handler, handler_traceback, st)
           clean = ok
           if not ok and not core.is_cancelled(e) then
             log(("%s handler failed: %s"):format(what, tostring(e)))
@@ -278,4 +293,4 @@ function udp.bind(host, port)
 end
 
 return { tcp = tcp, unix = unix, dns = dns, udp = udp, _run_server = run_server, _log = stderr_log,
-  _host_of = function(st) return hosts[st] end, _server_tls = server_tls }
+  _host_of = function(st) return hosts[st] end, _server_tls = server_tls, _traceback = handler_traceback }

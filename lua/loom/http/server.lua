@@ -13,7 +13,7 @@ local argerror, check_type, check_port = args.error, args.type, args.port
 local F = common.flags
 local R_CLOSE, R_KEEP, R_CHUNKED, R_NOBODY, R_RAW = F.CLOSE, F.KEEP, F.CHUNKED, F.NOBODY, F.RAW
 local headers_mt = common.headers_mt
-local traceback, xpcall, setmetatable, rawget = debug.traceback, xpcall, setmetatable, rawget
+local traceback, xpcall, setmetatable, rawget = net._traceback, xpcall, setmetatable, rawget
 
 ------------------------------------------------------------------ server
 
