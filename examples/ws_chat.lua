@@ -9,9 +9,11 @@ local loom = require "loom"
 local PAGE = [[<!doctype html><meta charset="utf-8"><title>loom chat</title>
 <ul id="log"></ul><form id="f"><input id="m" autocomplete="off"><button>send</button></form>
 <script>
-const ws = new WebSocket(`ws://${location.host}/chat`);
+const params = new URLSearchParams(location.search);
+const ws = new WebSocket(`ws://${location.host}/chat?name=${encodeURIComponent(params.get("name") || "browser")}`);
 const log = (t) => { const li = document.createElement("li"); li.textContent = t; document.getElementById("log").append(li); };
 ws.onmessage = (e) => log(e.data);
+ws.onopen = () => { if (params.get("say")) ws.send(params.get("say")); };
 document.getElementById("f").onsubmit = (e) => { e.preventDefault(); const m = document.getElementById("m"); ws.send(m.value); m.value = ""; };
 </script>]]
 
