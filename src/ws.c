@@ -342,6 +342,21 @@ static int on_control(lua_State *L, lstream *st, wsstate *w) {
 
 static int recv_k(lua_State *L, int status, lua_KContext ctx);
 
+/* Pushes the complete message (len bytes of *buf) and its kind, and gets
+   ready for the next one; a big message's buffer is not kept. Returns 2. */
+static int deliver(lua_State *L, wsstate *w, char **buf, size_t *cap, size_t len) {
+  lua_pushlstring(L, *buf ? *buf : "", len);
+  lua_pushstring(L, w->msg_op == OP_TEXT ? "text" : "binary");
+  w->msg_op = 0;
+  w->mlen = 0;
+  if (*cap > 1024 * 1024) {
+    free(*buf);
+    *buf = NULL;
+    *cap = 0;
+  }
+  return 2;
+}
+
 /* Parses frames from the stream's buffer until a message is complete (its
    data and kind pushed), the websocket closes, or more bytes are needed
    (then it waits). Stack: [stream, state, pong]. */
@@ -479,32 +494,14 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
           fail_close(st, w, 1007, "invalid UTF-8 in a text message");
           continue;
         }
-        lua_pushlstring(L, w->plain ? w->plain : "", plen);
-        lua_pushstring(L, w->msg_op == OP_TEXT ? "text" : "binary");
-        w->msg_op = 0;
-        w->mlen = 0;
         w->compressed = 0;
-        if (w->pcap > 1024 * 1024) { /* a big message's buffer is not kept */
-          free(w->plain);
-          w->plain = NULL;
-          w->pcap = 0;
-        }
-        return 2;
+        return deliver(L, w, &w->plain, &w->pcap, plen);
       }
       if (w->msg_op == OP_TEXT && w->u_need) {
         fail_close(st, w, 1007, "a text message ending inside a UTF-8 sequence");
         continue;
       }
-      lua_pushlstring(L, w->msg ? w->msg : "", w->mlen);
-      lua_pushstring(L, w->msg_op == OP_TEXT ? "text" : "binary");
-      w->msg_op = 0;
-      w->mlen = 0;
-      if (w->mcap > 1024 * 1024) { /* a big message's buffer is not kept */
-        free(w->msg);
-        w->msg = NULL;
-        w->mcap = 0;
-      }
-      return 2;
+      return deliver(L, w, &w->msg, &w->mcap, w->mlen);
     }
   more:
     if (st->closed) {
