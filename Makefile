@@ -1,12 +1,12 @@
 # Developer loop for loom. `make` builds build/loom/core.so with the warnings
 # CI insists on; `make test` runs the specs against it.
 LUA       ?= lua5.4
-PKGS      := lua5.4 libuv openssl zlib
+PKGS      := lua5.4 libuv openssl zlib libpq
 CC        ?= gcc
 OPT       ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
 CFLAGS_ALL = $(OPT) $(WARN) -fPIC -std=gnu11 $(shell pkg-config --cflags $(PKGS))
-LIBS       = $(shell pkg-config --libs libuv openssl zlib) -lhttp_parser
+LIBS       = $(shell pkg-config --libs libuv openssl zlib libpq) -lhttp_parser
 SRC       := $(wildcard src/*.c)
 HDR       := $(wildcard src/*.h)
 BUSTED    := $(LUA) /usr/bin/busted

@@ -20,6 +20,7 @@ external_dependencies = {
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   ZLIB = { header = "zlib.h", library = "z" },
+  PQ = { header = "postgresql/libpq-fe.h", library = "pq" },
 }
 build = {
   type = "builtin",
@@ -37,11 +38,12 @@ build = {
     ["loom.http.client"] = "lua/loom/http/client.lua",
     ["loom.tls"] = "lua/loom/tls.lua",
     ["loom.websocket"] = "lua/loom/websocket.lua",
+    ["loom.pg"] = "lua/loom/pg.lua",
     ["loom.core"] = {
-      sources = { "src/core.c", "src/debug.c", "src/errors.c", "src/fs.c", "src/fswatch.c", "src/handle.c", "src/http.c", "src/process.c", "src/queue.c", "src/sched.c", "src/stream.c", "src/sync.c", "src/task.c", "src/tcp.c", "src/thread.c", "src/timer.c", "src/tls.c", "src/udp.c", "src/watch.c", "src/ws.c" },
-      libraries = { "uv", "http_parser", "ssl", "crypto", "z" },
-      incdirs = { "$(LIBUV_INCDIR)", "$(HTTP_PARSER_INCDIR)", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(HTTP_PARSER_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(ZLIB_LIBDIR)" },
+      sources = { "src/core.c", "src/debug.c", "src/errors.c", "src/fdwait.c", "src/fs.c", "src/fswatch.c", "src/handle.c", "src/http.c", "src/pg.c", "src/process.c", "src/queue.c", "src/sched.c", "src/stream.c", "src/sync.c", "src/task.c", "src/tcp.c", "src/thread.c", "src/timer.c", "src/tls.c", "src/udp.c", "src/watch.c", "src/ws.c" },
+      libraries = { "uv", "http_parser", "ssl", "crypto", "z", "pq" },
+      incdirs = { "$(LIBUV_INCDIR)", "$(HTTP_PARSER_INCDIR)", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)", "$(PQ_INCDIR)/postgresql" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HTTP_PARSER_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(ZLIB_LIBDIR)", "$(PQ_LIBDIR)" },
     },
   },
 }

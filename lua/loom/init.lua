@@ -260,6 +260,7 @@ loom.process, loom.signal = proc.process, proc.signal
 loom.tls = require "loom.tls"
 loom.http = require "loom.http"
 loom.websocket = require "loom.websocket"
+loom.pg = require "loom.pg"
 
 -- loom.thread.run is documented in src/thread.c.
 loom.thread = { run = core._thread_run }

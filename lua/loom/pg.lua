@@ -1,0 +1,287 @@
+--- loom.pg: PostgreSQL on libpq's asynchronous API, without blocking the
+-- loop. Connections, queries, batches and notifications are in C
+-- (src/pg.c: libpq's socket polled by libuv, results made into Lua values
+-- there); transactions, LISTEN and the pool are here.
+--
+-- Types: int2/int4/int8/oid become Lua integers (exact), float4/float8
+-- floats, bool booleans, bytea strings of its bytes, NULL nil; every other
+-- type (numeric, dates, json, arrays ...) its text form.
+-- @module loom.pg
+local core = require "loom.core"
+local args = require "loom.args"
+
+local check_type, argerror = args.type, args.error
+local pg = {}
+
+local Conn = core._PgConn.__index
+
+--- Connects. Blocks (connecting never blocks the loop; see the README for
+-- host names).
+-- @string conninfo `"host=/run/postgresql dbname=app"` or a
+-- `postgresql://user:pass@host:port/db` URL (libpq's forms)
+-- @tparam[opt] table opts `timeout` (seconds, default 30)
+-- @return a Conn, or nil, msg, code: the server's SQLSTATE when it answered
+-- (`"28P01"` bad password, `"3D000"` unknown database), `"08001"` when no
+-- connection could be made, `"ETIMEDOUT"`
+-- @usage local conn = assert(loom.pg.connect("host=/tmp dbname=app"))
+function pg.connect(conninfo, opts)
+  check_type(conninfo, "string", 1, "connect")
+  check_type(opts, "table", 2, "connect", true)
+  local timeout = opts and opts.timeout or 30
+  if type(timeout) ~= "number" or timeout <= 0 then argerror(2, "connect", "timeout must be a positive number") end
+  return core._pg_connect(conninfo, timeout)
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+--- Runs `fn(conn, ...)` in a transaction: `BEGIN`, then `COMMIT` when fn
+-- returns (its results are returned), or `ROLLBACK` and the same error value
+-- raised again when it raises or its task is cancelled. A body that caught
+-- a failed statement and returned leaves an aborted transaction: it is
+-- rolled back and nil, msg, "25P02" returned. Blocks.
+-- @function Conn:transaction
+-- @func fn the body
+-- @param ... its arguments after the connection
+-- @return fn's results, or nil, msg, sqlstate when BEGIN or COMMIT failed
+-- @usage conn:transaction(function(c) assert(c:query("UPDATE ...")) end)
+function Conn:transaction(fn, ...)
+  check_type(fn, "function", 2, "transaction")
+  local ok, err, code = self:exec("BEGIN")
+  if not ok then return nil, err, code end
+  local res = pack(pcall(fn, self, ...))
+  if not res[1] then
+    self:exec("ROLLBACK")
+    error(res[2], 0)
+  end
+  if self:_txstatus() == "inerror" then
+    self:exec("ROLLBACK")
+    return nil, "the transaction was aborted by an error inside it and has been rolled back", "25P02"
+  end
+  ok, err, code = self:exec("COMMIT")
+  if not ok then return nil, err, code end
+  return table.unpack(res, 2, res.n)
+end
+
+--- Listens on a channel (`LISTEN`): its notifications then come through
+-- `notifications`. Blocks.
+-- @function Conn:listen
+-- @string channel the channel's name (any text: it is quoted here)
+-- @return true, or nil, msg, sqlstate
+function Conn:listen(channel)
+  check_type(channel, "string", 2, "listen")
+  local ok, err, code = self:exec('LISTEN "' .. channel:gsub('"', '""') .. '"')
+  if not ok then return nil, err, code end
+  self:_listening(true)
+  return true
+end
+
+--- The notifications of the channels listened on, as an iterator of
+-- `channel, payload, pid` (the notifying backend's). Waits between
+-- notifications; ends when the connection is closed or lost (then
+-- `conn:status()` says which).
+-- @function Conn:notifications
+-- @usage for channel, payload in conn:notifications() do ... end
+function Conn:notifications()
+  return function()
+    local channel, payload, pid = self:_notification()
+    if channel == nil then return nil end
+    return channel, payload, pid
+  end
+end
+
+---------------------------------------------------------------- the pool
+
+--- A pool of connections, from `loom.pg.pool`.
+-- @type Pool
+local Pool = {}
+Pool.__index = Pool
+
+-- A leased connection: the connection's methods, with close (and <close>)
+-- giving it back to the pool instead of closing it.
+local Lease = {}
+Lease.__index = Lease
+
+local function live(lease)
+  local c = lease._conn
+  if c == nil then error("this connection was returned to the pool", 3) end
+  return c
+end
+
+for name, fn in pairs(Conn) do
+  if name ~= "close" then
+    Lease[name] = function(self, ...) return fn(live(self), ...) end
+  end
+end
+
+-- Gives a connection back: kept when it can serve the next user as it is,
+-- closed when it is broken, left in a transaction or listening.
+local function give_back(pool, c)
+  local st = c:status()
+  if pool._closed or (st ~= "ready" and st ~= "busy") or c:_txstatus() ~= "idle" or pool._listening[c] then
+    pool._listening[c] = nil
+    c:close()
+  else
+    pool._idle[#pool._idle + 1] = c
+  end
+  pool._sem:release()
+end
+
+local function release_lease(self)
+  local c = self._conn
+  if c == nil then return end
+  self._conn = nil
+  give_back(self._pool, c)
+end
+Lease.close = release_lease
+Lease.__close = release_lease
+Lease.__tostring = function(self)
+  return self._conn and ("loom.pg pooled connection (%s)"):format(self._conn:status()) or
+    "loom.pg pooled connection (returned)"
+end
+
+function Lease:listen(channel)
+  local ok, err, code = Conn.listen(live(self), channel)
+  if ok then self._pool._listening[self._conn] = true end
+  return ok, err, code
+end
+
+-- Guards that give a connection back at the end of a scope, one per
+-- connection, made once.
+local Guard = {
+  __close = function(g)
+    local c = g.conn
+    g.conn = nil
+    give_back(g.pool, c)
+  end,
+}
+
+local function acquire_conn(pool)
+  if pool._closed then return nil, "closed", "ECLOSED" end
+  local sem = pool._sem
+  if sem:value() == 0 then
+    if pool._timeout then
+      local ok = core.timeout(pool._timeout, sem.acquire, sem)
+      if not ok then return nil, "timeout", "ETIMEDOUT" end
+    else
+      sem:acquire()
+    end
+  else
+    sem:acquire()
+  end
+  local idle = pool._idle
+  while #idle > 0 do
+    local c = table.remove(idle)
+    local st = c:status()
+    if st == "ready" or st == "busy" then return c end
+    c:close() -- broken while idle (the server restarted ...): never handed out
+  end
+  if pool._closed then
+    sem:release()
+    return nil, "closed", "ECLOSED"
+  end
+  local c, err, code = core._pg_connect(pool._conninfo, pool._connect_timeout)
+  if not c then
+    sem:release()
+    return nil, err, code
+  end
+  return c
+end
+
+local function guard_of(pool, c)
+  local g = pool._guards[c]
+  if g == nil then
+    g = setmetatable({ pool = pool }, Guard)
+    pool._guards[c] = g
+  end
+  g.conn = c
+  return g
+end
+
+--- Runs one statement on a connection of the pool (taken, used, given
+-- back). Blocks, also while every connection is in use (up to `timeout`).
+-- @function Pool:query
+-- @string sql one statement
+-- @param ... its parameters
+-- @return as `Conn:query`; nil, "timeout", "ETIMEDOUT" when no connection
+-- came free in time
+-- @usage local rows = assert(pool:query("SELECT * FROM users WHERE id = $1", id))
+function Pool:query(sql, ...)
+  check_type(sql, "string", 2, "query")
+  local c, err, code = acquire_conn(self)
+  if not c then return nil, err, code end
+  local _ <close> = guard_of(self, c)
+  return c:query(sql, ...)
+end
+
+--- Takes a connection for several statements. Blocks.
+-- @function Pool:acquire
+-- @return a connection (the Conn methods), given back by `close()` or at
+-- the end of a `<close>` variable; or nil, msg, code
+-- @usage local conn <close> = assert(pool:acquire())
+function Pool:acquire()
+  local c, err, code = acquire_conn(self)
+  if not c then return nil, err, code end
+  return setmetatable({ _conn = c, _pool = self }, Lease)
+end
+
+--- Runs `fn(conn, ...)` in a transaction on a connection of the pool (as
+-- `Conn:transaction`); the connection goes back afterwards. Blocks.
+-- @function Pool:transaction
+-- @func fn the body
+-- @param ... its arguments after the connection
+-- @return fn's results, or nil, msg, code
+function Pool:transaction(fn, ...)
+  check_type(fn, "function", 2, "transaction")
+  local c, err, code = acquire_conn(self)
+  if not c then return nil, err, code end
+  local lease <close> = setmetatable({ _conn = c, _pool = self }, Lease)
+  return Conn.transaction(lease, fn, ...)
+end
+
+--- Closes the idle connections, and the others as they are given back;
+-- acquiring then gives nil, "closed". Never blocks.
+-- @function Pool:close
+function Pool:close()
+  self._closed = true
+  for i = #self._idle, 1, -1 do
+    self._idle[i]:close()
+    self._idle[i] = nil
+  end
+end
+Pool.__close = Pool.close
+
+--- Connections open now: `open` (idle and in use) and `idle`.
+-- @function Pool:stats
+-- @return a table `{open =, idle =, max =}`
+function Pool:stats()
+  return { open = self._max - self._sem:value() + #self._idle, idle = #self._idle, max = self._max }
+end
+
+--- A pool of at most `max` connections, opened as needed.
+-- @tparam table opts `conninfo` (or `[1]`), `max` (default 10), `timeout`
+-- (seconds to wait for a free connection; default: as long as it takes),
+-- `connect_timeout` (default 30)
+-- @return a Pool
+-- @usage local pool = loom.pg.pool{"host=/tmp dbname=app", max = 10, timeout = 5}
+function pg.pool(opts)
+  check_type(opts, "table", 1, "pool")
+  local conninfo = opts.conninfo or opts[1]
+  if type(conninfo) ~= "string" then argerror(1, "pool", "conninfo must be a string") end
+  local max = opts.max or 10
+  if math.type(max) ~= "integer" or max < 1 then argerror(1, "pool", "max must be a positive integer") end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout < 0) then
+    argerror(1, "pool", "timeout must be a non-negative number")
+  end
+  return setmetatable({
+    _conninfo = conninfo,
+    _max = max,
+    _timeout = opts.timeout,
+    _connect_timeout = opts.connect_timeout or 30,
+    _sem = core.semaphore(max),
+    _idle = {},
+    _guards = setmetatable({}, { __mode = "k" }),
+    _listening = setmetatable({}, { __mode = "k" }),
+  }, Pool)
+end
+
+return pg
