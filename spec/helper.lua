@@ -85,6 +85,32 @@ function helper.spawn_bg(cmd, log)
   return pid
 end
 
+--- A PostgreSQL server of its own (tools/pg-server.sh: initdb into a temp
+-- dir, a Unix socket there and 127.0.0.1 on a free port; as root it runs as
+-- the system user loom-pg). Returns `{dir, port, conninfo (the socket, user
+-- loom), tcp (user loom, password "secret"), super (user postgres),
+-- restart(), stop()}`; restart blocks the loop, so call it from
+-- loom.thread.run or a process in a task.
+function helper.pg_server()
+  local h = io.popen("env -u LD_PRELOAD mktemp -d /tmp/loom-pg-XXXXXX")
+  local dir = h:read("l")
+  h:close()
+  h = io.popen("env -u LD_PRELOAD sh tools/pg-server.sh start " .. dir .. " 2>&1")
+  local out = h:read("a")
+  assert(h:close(), "tools/pg-server.sh failed: " .. out)
+  local port = assert(tonumber(out:match(" (%d+)")), out)
+  local srv = {
+    dir = dir,
+    port = port,
+    conninfo = ("host=%s port=%d dbname=loom user=loom"):format(dir, port),
+    tcp = ("host=127.0.0.1 port=%d dbname=loom user=loom password=secret"):format(port),
+    super = ("host=%s port=%d dbname=loom user=postgres"):format(dir, port),
+    restart_cmd = "env -u LD_PRELOAD sh tools/pg-server.sh restart " .. dir,
+  }
+  function srv.stop() os.execute("env -u LD_PRELOAD sh tools/pg-server.sh stop " .. dir) end
+  return srv
+end
+
 --- Seconds taken by fn(...).
 function helper.elapsed(fn, ...)
   local t0 = loom.now()

@@ -67,6 +67,7 @@ typedef struct pgconn {
   loom_link listeners;
   PGnotify *nhead, *ntail;
   char *fail;         /* the connection's failure, when libpq's message is gone */
+  int doomed;         /* the server said FATAL: the connection is ending */
 } pgconn;
 
 typedef struct pgresult {
@@ -260,6 +261,10 @@ static void on_ready(loom_fdwait *w, int status, int events) {
     if (c->flushing) c->flushing = PQflush(c->pg) == 1;
     take_notifies(c);
     collect(c);
+    if (c->doomed && c->req == R_NONE) {
+      broken(c);
+      return;
+    }
   }
   if (c->state == C_READY) set_poll(c);
 }
@@ -394,9 +399,18 @@ static void connect_step(pgconn *c) {
   loom_fdwait_want(&c->w, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
 }
 
-static void noticer(void *arg, const char *message) {
-  (void)arg; /* notices (NOTICE, WARNING) are not errors: they are not printed */
-  (void)message;
+/* Notices (NOTICE, WARNING) are not errors and are not printed. What comes
+   this way while the connection is idle includes the server's farewell
+   (FATAL: "terminating connection due to administrator command"): the
+   connection is doomed, though its socket may not have said so yet. */
+static void receiver(void *arg, const PGresult *r) {
+  pgconn *c = arg;
+  const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)) {
+    c->doomed = 1;
+    if (c->fail == NULL && m && (c->fail = malloc(strlen(m) + 1)) != NULL) strcpy(c->fail, m);
+  }
 }
 
 static int connect_k(lua_State *L, int status, lua_KContext ctx);
@@ -438,7 +452,7 @@ static int l_connect(lua_State *L) {
     return 3;
   }
   PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
-  PQsetNoticeProcessor(c->pg, noticer, NULL);
+  PQsetNoticeReceiver(c->pg, receiver, c);
   if ((rc = loom_fdwait_open(L, &c->w, S->loop, PQsocket(c->pg), 3, teardown, on_ready)) < 0) {
     PQfinish(c->pg);
     c->pg = NULL;
@@ -745,10 +759,23 @@ typedef struct params {
   int *lengths, *formats;
 } params;
 
+/* Raises for a value that cannot be a parameter: checked before the call
+   takes its turn, so a raise never leaves a request half sent. */
+static void check_params(lua_State *L, int first, int last, const char *fname) {
+  int i;
+  if (last - first + 1 > MAX_PARAMS)
+    luaL_error(L, "%s: at most %d parameters, got %d", fname, MAX_PARAMS, last - first + 1);
+  for (i = first; i <= last; i++) {
+    int ty = lua_type(L, i);
+    if (ty != LUA_TNIL && ty != LUA_TBOOLEAN && ty != LUA_TNUMBER && ty != LUA_TSTRING)
+      luaL_error(L, "%s: parameter $%d: cannot send a %s (nil, booleans, numbers and strings can be)", fname,
+                 i - first + 1, luaL_typename(L, i));
+  }
+}
+
 static void get_params(lua_State *L, int first, int last, params *p) {
   int i, n = last - first + 1;
   if (n < 0) n = 0;
-  if (n > MAX_PARAMS) luaL_error(L, "query: at most %d parameters, got %d", MAX_PARAMS, n);
   p->n = n;
   p->values = lua_newuserdatauv(L, (size_t)n * (sizeof(char *) + 2 * sizeof(int)) + 1, 0);
   p->lengths = (int *)(p->values + n);
@@ -778,9 +805,7 @@ static void get_params(lua_State *L, int first, int last, params *p) {
         if (memchr(p->values[i], 0, len)) p->formats[i] = 1; /* binary: the bytes as they are */
         p->lengths[i] = (int)len;
         break;
-      default:
-        luaL_error(L, "query: parameter $%d: cannot send a %s (nil, booleans, numbers and strings can be)",
-                   i + 1, luaL_typename(L, idx));
+      default: p->values[i] = NULL; break; /* check_params ruled it out */
     }
   }
 }
@@ -838,6 +863,7 @@ static int c_query(lua_State *L) {
   loom_task *t;
   int r;
   luaL_checkstring(L, 2);
+  check_params(L, 3, lua_gettop(L), "query");
   t = loom_checkrunning(L, S, "query");
   if (c->state != C_READY) return fail_conn(L, c);
   if ((r = take_turn(L, c, t, query_turn_k)) >= 0) return r;
@@ -989,6 +1015,21 @@ static int exec_k(lua_State *L, int status, lua_KContext ctx) {
 static int batch_turn_k(lua_State *L, int status, lua_KContext ctx);
 static int batch_k(lua_State *L, int status, lua_KContext ctx);
 
+/* Every entry is checked before the call takes its turn. */
+static void batch_check(lua_State *L) {
+  lua_Integer i, n = luaL_len(L, 3);
+  for (i = 1; i <= n; i++) {
+    int len, j;
+    if (lua_geti(L, 3, i) != LUA_TTABLE)
+      luaL_error(L, "batch: entry %d is a %s, not a list of parameters", (int)i, luaL_typename(L, -1));
+    len = (int)luaL_len(L, -1);
+    luaL_checkstack(L, len + 4, "batch: too many parameters");
+    for (j = 1; j <= len; j++) lua_geti(L, 4, j);
+    check_params(L, 5, 4 + len, "batch");
+    lua_settop(L, 3);
+  }
+}
+
 static int batch_send(lua_State *L, pgconn *c, loom_task *t) {
   lua_Integer i, n = luaL_len(L, 3);
   int top = lua_gettop(L), code, ok = 1;
@@ -998,13 +1039,6 @@ static int batch_send(lua_State *L, pgconn *c, loom_task *t) {
   lua_rawget(L, -2);
   code = (int)lua_tointeger(L, -1);
   lua_settop(L, top);
-  for (i = 1; i <= n; i++) { /* all checked before anything is sent */
-    if (lua_geti(L, 3, i) != LUA_TTABLE) {
-      pass_turn(c);
-      return luaL_error(L, "batch: entry %d is a %s, not a list of parameters", (int)i, luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-  }
   if (PQenterPipelineMode(c->pg) == 0) return send_failed(L, c);
   if (code <= 0) {
     snprintf(name, sizeof name, "loom_%d", ++c->nprepared);
@@ -1053,6 +1087,7 @@ static int c_batch(lua_State *L) {
   luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
+  batch_check(L);
   t = loom_checkrunning(L, S, "batch");
   if (c->state != C_READY) return fail_conn(L, c);
   if ((r = take_turn(L, c, t, batch_turn_k)) >= 0) return r;
@@ -1174,10 +1209,8 @@ static int c_status(lua_State *L) {
     pfd.events = POLLIN;
     pfd.revents = 0;
     if (poll(&pfd, 1, 0) > 0) {
-      if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD)
-        broken(c);
-      else
-        take_notifies(c);
+      if (PQconsumeInput(c->pg)) take_notifies(c); /* which parses what came */
+      if (PQstatus(c->pg) == CONNECTION_BAD || c->doomed) broken(c);
     }
   }
   if (c->state == C_READY && c->busy) {

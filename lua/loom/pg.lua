@@ -120,6 +120,7 @@ local function give_back(pool, c)
   if pool._closed or (st ~= "ready" and st ~= "busy") or c:_txstatus() ~= "idle" or pool._listening[c] then
     pool._listening[c] = nil
     c:close()
+    pool._open = pool._open - 1
   else
     pool._idle[#pool._idle + 1] = c
   end
@@ -174,6 +175,7 @@ local function acquire_conn(pool)
     local st = c:status()
     if st == "ready" or st == "busy" then return c end
     c:close() -- broken while idle (the server restarted ...): never handed out
+    pool._open = pool._open - 1
   end
   if pool._closed then
     sem:release()
@@ -184,6 +186,7 @@ local function acquire_conn(pool)
     sem:release()
     return nil, err, code
   end
+  pool._open = pool._open + 1
   return c
 end
 
@@ -246,6 +249,7 @@ function Pool:close()
   for i = #self._idle, 1, -1 do
     self._idle[i]:close()
     self._idle[i] = nil
+    self._open = self._open - 1
   end
 end
 Pool.__close = Pool.close
@@ -254,7 +258,7 @@ Pool.__close = Pool.close
 -- @function Pool:stats
 -- @return a table `{open =, idle =, max =}`
 function Pool:stats()
-  return { open = self._max - self._sem:value() + #self._idle, idle = #self._idle, max = self._max }
+  return { open = self._open, idle = #self._idle, max = self._max }
 end
 
 --- A pool of at most `max` connections, opened as needed.
@@ -279,6 +283,7 @@ function pg.pool(opts)
     _connect_timeout = opts.connect_timeout or 30,
     _sem = core.semaphore(max),
     _idle = {},
+    _open = 0,
     _guards = setmetatable({}, { __mode = "k" }),
     _listening = setmetatable({}, { __mode = "k" }),
   }, Pool)
