@@ -309,4 +309,38 @@ describe("examples", function()
     local late = tonumber(out:match("at most (%d+%.%d+) ms late"))
     assert(late < 20, out)
   end)
+
+  describe("on PostgreSQL", function()
+    local srv
+    setup(function() srv = helper.pg_server() end)
+    teardown(function() if srv then srv.stop() end end)
+
+    local function pg_example(name)
+      local out, code = helper.lua(nil, { file = "examples/" .. name .. ".lua",
+        env = "LOOM_PG='" .. srv.conninfo .. "'" })
+      assert.are.equal(0, code, out)
+      return out
+    end
+
+    it("pg_users.lua fetches 200 users concurrently, faster than one after another", function()
+      local out = pg_example("pg_users")
+      assert.matches("inserted 200 users in one batch", out, 1, true)
+      assert.matches('fetched 200 users, user 42 is "user 42"', out, 1, true)
+      local seq, n, conc = out:match("one after another: (%d+) ms; concurrently over (%d+) connections: (%d+) ms")
+      assert.are.equal("5", n, out)
+      assert(tonumber(seq) > 2 * tonumber(conc), out)
+    end)
+
+    it("pg_jobs.lua runs each of 12 jobs exactly once across 3 workers", function()
+      local out = pg_example("pg_jobs")
+      local seen = {}
+      for w, id in out:gmatch("worker (%d) did job (%d+)") do
+        assert.is_nil(seen[id], out)
+        seen[id] = w
+      end
+      for id = 1, 12 do assert.is_not_nil(seen[tostring(id)], out) end
+      assert.matches("12 jobs done", out, 1, true)
+      assert.not_matches("jobs new", out)
+    end)
+  end)
 end)
