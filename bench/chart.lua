@@ -23,6 +23,7 @@ end
 
 local section, bench, title
 local echo, http, https, ws, sched, client = {}, {}, {}, {}, {}, { loom = {}, aiohttp = {} }
+local pgres = {}
 for line in io.lines(file) do
   local s = line:match("^## (.+)$")
   if s then section = s end
@@ -60,6 +61,13 @@ for line in io.lines(file) do
       ws[size][name] = ws[size][name] or {}
       table.insert(ws[size][name], tonumber(mps))
     end
+  elseif section == "postgresql" then
+    local mode, name, v = line:match("^pg (%S+)%s+(%S+)%s+(%d+) ")
+    if mode then
+      pgres[mode] = pgres[mode] or {}
+      pgres[mode][name] = pgres[mode][name] or {}
+      table.insert(pgres[mode][name], tonumber(v))
+    end
   elseif section == "https" then
     local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
     if mode then
@@ -94,6 +102,17 @@ for _, size in ipairs({ "64", "16384" }) do
   if w and w.loom then
     for _, peer in ipairs({ "node-ws", "websockets" }) do
       if w[peer] then add("websocket echo " .. size .. " B", peer, median(w.loom) / median(w[peer])) end
+    end
+  end
+end
+
+local PG_MODES = { { "select", "select by id (queries/s)" }, { "wait", "select, 1 ms wait (queries/s)" },
+  { "insert", "10,000-row insert (rows/s)" } }
+for _, m in ipairs(PG_MODES) do
+  local r = pgres[m[1]]
+  if r and r.loom then
+    for _, peer in ipairs({ "asyncpg", "blocking" }) do
+      if r[peer] then add("postgresql " .. m[1], peer, median(r.loom) / median(r[peer])) end
     end
   end
 end
@@ -156,6 +175,17 @@ if arg[2] == "md" then
       local n, py = w["node-ws"] and median(w["node-ws"]), w.websockets and median(w.websockets)
       row({ size .. " B", fmt(l), n and fmt(n) or "", py and fmt(py) or "", n and ("%.2f"):format(l / n) or "",
         py and ("%.2f"):format(l / py) or "" })
+    end
+  end
+  print("\nPostgreSQL, 50 tasks over a pool of 10 (the blocking loop: one query after another), medians:\n")
+  row({ "work", "loom", "asyncpg", "blocking libpq", "loom / asyncpg", "loom / blocking" })
+  row({ "---", "---", "---", "---", "---", "---" })
+  for _, m in ipairs(PG_MODES) do
+    local r = pgres[m[1]]
+    if r and r.loom then
+      local l, a, b = median(r.loom), r.asyncpg and median(r.asyncpg), r.blocking and median(r.blocking)
+      row({ m[2], fmt(l), a and fmt(a) or "", b and fmt(b) or "", a and ("%.2f"):format(l / a) or "",
+        b and ("%.2f"):format(l / b) or "" })
     end
   end
   return

@@ -751,12 +751,14 @@ static int push_rows(lua_State *L, loom_task *t, PGresult *r) {
 
 /* ------------------------------------------------------------- query */
 
-/* Parameters from stack slots first..last as libpq wants them; the text
-   forms made here are pushed, so they live as long as the call. */
+/* Parameters as libpq wants them, with room for the text forms of numbers:
+   made once per call (once per batch), filled per statement. */
+#define NUM_LEN 32
 typedef struct params {
   int n;
   const char **values;
   int *lengths, *formats;
+  char *scratch; /* NUM_LEN bytes per parameter */
 } params;
 
 /* Raises for a value that cannot be a parameter: checked before the call
@@ -773,39 +775,46 @@ static void check_params(lua_State *L, int first, int last, const char *fname) {
   }
 }
 
-static void get_params(lua_State *L, int first, int last, params *p) {
-  int i, n = last - first + 1;
-  if (n < 0) n = 0;
-  p->n = n;
-  p->values = lua_newuserdatauv(L, (size_t)n * (sizeof(char *) + 2 * sizeof(int)) + 1, 0);
+/* Room for up to n parameters, as a userdata pushed on the stack. */
+static void new_params(lua_State *L, int n, params *p) {
+  size_t each = sizeof(char *) + 2 * sizeof(int) + NUM_LEN;
+  p->values = lua_newuserdatauv(L, (size_t)n * each + 1, 0);
   p->lengths = (int *)(p->values + n);
   p->formats = p->lengths + n;
-  for (i = 0; i < n; i++) {
+  p->scratch = (char *)(p->formats + n);
+}
+
+/* Fills p from stack slots first..last (checked by check_params); strings
+   are used in place, so the slots must stay until libpq has copied them. */
+static void get_params(lua_State *L, int first, int last, params *p) {
+  int i, n = last - first + 1;
+  p->n = n < 0 ? 0 : n;
+  for (i = 0; i < p->n; i++) {
     int idx = first + i;
     size_t len = 0;
+    char *num = p->scratch + (size_t)i * NUM_LEN;
     p->formats[i] = 0;
+    p->lengths[i] = 0;
     switch (lua_type(L, idx)) {
-      case LUA_TNIL: p->values[i] = NULL; break;
       case LUA_TBOOLEAN: p->values[i] = lua_toboolean(L, idx) ? "t" : "f"; break;
       case LUA_TNUMBER:
         if (lua_isinteger(L, idx)) {
-          p->values[i] = lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+          snprintf(num, NUM_LEN, "%lld", (long long)lua_tointeger(L, idx));
         } else {
           double d = lua_tonumber(L, idx);
-          char buf[40];
-          if (d != d) strcpy(buf, "NaN");
-          else if (d == HUGE_VAL) strcpy(buf, "Infinity");
-          else if (d == -HUGE_VAL) strcpy(buf, "-Infinity");
-          else snprintf(buf, sizeof buf, "%.17g", d);
-          p->values[i] = lua_pushstring(L, buf);
+          if (d != d) strcpy(num, "NaN");
+          else if (d == HUGE_VAL) strcpy(num, "Infinity");
+          else if (d == -HUGE_VAL) strcpy(num, "-Infinity");
+          else snprintf(num, NUM_LEN, "%.17g", d);
         }
+        p->values[i] = num;
         break;
       case LUA_TSTRING:
         p->values[i] = lua_tolstring(L, idx, &len);
         if (memchr(p->values[i], 0, len)) p->formats[i] = 1; /* binary: the bytes as they are */
         p->lengths[i] = (int)len;
         break;
-      default: p->values[i] = NULL; break; /* check_params ruled it out */
+      default: p->values[i] = NULL; break; /* nil: NULL */
     }
   }
 }
@@ -824,6 +833,7 @@ static int query_send(lua_State *L, pgconn *c, loom_task *t) {
   lua_rawget(L, -2);
   code = (int)lua_tointeger(L, -1);
   lua_pop(L, 2);
+  new_params(L, top - 2, &p);
   get_params(L, 3, top, &p);
   if (code > 0) {
     snprintf(name, sizeof name, "loom_%d", code / 2);
@@ -929,6 +939,7 @@ static int query_k(lua_State *L, int status, lua_KContext ctx) {
     lua_settop(L, top);
     c->res = NULL;
     c->req = R_NONE;
+    new_params(L, top - 2, &p);
     get_params(L, 3, top, &p);
     snprintf(name, sizeof name, "loom_%d", code / 2);
     ok = PQsendQueryPrepared(c->pg, name, p.n, p.values, p.lengths, p.formats, code & 1);
@@ -1032,8 +1043,14 @@ static void batch_check(lua_State *L) {
 
 static int batch_send(lua_State *L, pgconn *c, loom_task *t) {
   lua_Integer i, n = luaL_len(L, 3);
-  int top = lua_gettop(L), code, ok = 1;
+  int top = lua_gettop(L), code, ok = 1, most = 0;
   char name[24];
+  params p;
+  for (i = 1; i <= n; i++) {
+    lua_geti(L, 3, i);
+    if ((int)luaL_len(L, -1) > most) most = (int)luaL_len(L, -1);
+    lua_pop(L, 1);
+  }
   lua_getiuservalue(L, 1, 1);
   lua_pushvalue(L, 2);
   lua_rawget(L, -2);
@@ -1046,8 +1063,8 @@ static int batch_send(lua_State *L, pgconn *c, loom_task *t) {
   } else {
     snprintf(name, sizeof name, "loom_%d", code / 2);
   }
+  new_params(L, most, &p);
   for (i = 1; ok && i <= n; i++) {
-    params p;
     int before = lua_gettop(L), len;
     lua_geti(L, 3, i);
     len = (int)luaL_len(L, -1);
@@ -1065,6 +1082,7 @@ static int batch_send(lua_State *L, pgconn *c, loom_task *t) {
     return send_failed(L, c);
   }
   if (code <= 0) code = c->nprepared * 2; /* noted as prepared once the batch succeeded */
+  lua_settop(L, top);
   lua_pushinteger(L, code);
   return wait_request(L, c, t, R_BATCH, batch_k);
 }
