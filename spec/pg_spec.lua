@@ -31,8 +31,9 @@ describe("loom.pg", function()
   describe("connect", function()
     it("connects over the socket and over TCP with a password, and as a URL", function()
       run(function()
-        for _, info in ipairs { srv.conninfo, srv.tcp,
-          ("postgresql://loom:secret@127.0.0.1:%d/loom"):format(srv.port) } do
+        for _, info in ipairs { srv.conninfo, srv.tcp, (srv.tcp:gsub("127.0.0.1", "localhost")),
+          ("postgresql://loom:secret@127.0.0.1:%d/loom"):format(srv.port),
+          ("postgresql://loom:secret@localhost:%d/loom"):format(srv.port) } do
           local c = assert(pg.connect(info))
           assert.are.equal("ready", c:status())
           assert.are.equal("loom", c:query("SELECT current_user AS u")[1].u)
@@ -82,6 +83,19 @@ describe("loom.pg", function()
         acceptor:cancel()
         mute:close()
         for _, h in ipairs(held) do h:close() end
+      end)
+    end)
+
+    it("resolves host names without blocking, and refuses a bad connection string", function()
+      run(function()
+        local c, err, code = pg.connect("host=nonexistent.invalid dbname=x")
+        assert.is_nil(c)
+        assert.are.equal("08001", code)
+        assert.matches('could not resolve "nonexistent.invalid"', err)
+        c, err, code = pg.connect("bogus")
+        assert.is_nil(c)
+        assert.are.equal("08001", code)
+        assert.matches("invalid connection string", err)
       end)
     end)
 

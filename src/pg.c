@@ -423,8 +423,61 @@ static void connect_undo(lua_State *L, loom_loop *lp, loom_task *t) {
   shut(c);
 }
 
-/* loom.core._pg_connect(conninfo, timeout): a connection, or nil, msg, code.
-   Blocks. */
+/* loom.core._pg_hosts(conninfo): the conninfo's host and hostaddr settings
+   (nil when absent), or raises for a conninfo libpq cannot parse. */
+static int l_hosts(lua_State *L) {
+  char *err = NULL;
+  PQconninfoOption *opts = PQconninfoParse(luaL_checkstring(L, 1), &err), *o;
+  if (opts == NULL) {
+    lua_pushstring(L, err ? err : "out of memory");
+    PQfreemem(err);
+    return lua_error(L);
+  }
+  lua_settop(L, 1);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  for (o = opts; o->keyword; o++) {
+    if (o->val == NULL) continue;
+    if (strcmp(o->keyword, "host") == 0) {
+      lua_pushstring(L, o->val);
+      lua_replace(L, 2);
+    } else if (strcmp(o->keyword, "hostaddr") == 0) {
+      lua_pushstring(L, o->val);
+      lua_replace(L, 3);
+    }
+  }
+  PQconninfoFree(opts);
+  return 2;
+}
+
+/* Starts connecting with conninfo, its host and hostaddr replaced by the
+   strings at host_idx and addr_idx when those are not nil (loom resolved
+   the names: libpq would have resolved them blocking the loop). */
+static PGconn *start(lua_State *L, const char *info, int host_idx, int addr_idx) {
+  PQconninfoOption *opts, *o;
+  const char *kw[64], *val[64];
+  int n = 0;
+  PGconn *pg;
+  if (lua_isnil(L, addr_idx)) return PQconnectStart(info);
+  if ((opts = PQconninfoParse(info, NULL)) == NULL) return PQconnectStart(info);
+  for (o = opts; o->keyword && n < 60; o++) {
+    if (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 || o->val == NULL) continue;
+    kw[n] = o->keyword;
+    val[n++] = o->val;
+  }
+  kw[n] = "host";
+  val[n++] = lua_tostring(L, host_idx);
+  kw[n] = "hostaddr";
+  val[n++] = lua_tostring(L, addr_idx);
+  kw[n] = NULL;
+  val[n] = NULL;
+  pg = PQconnectStartParams(kw, val, 0);
+  PQconninfoFree(opts);
+  return pg;
+}
+
+/* loom.core._pg_connect(conninfo, timeout [, host, hostaddr]): a
+   connection, or nil, msg, code. Blocks. */
 static int l_connect(lua_State *L) {
   loom_state *S = loom_getstate(L);
   const char *info = luaL_checkstring(L, 1);
@@ -432,7 +485,7 @@ static int l_connect(lua_State *L) {
   loom_task *t = loom_checkrunning(L, S, "loom.pg.connect");
   pgconn *c;
   int rc;
-  lua_settop(L, 2);
+  lua_settop(L, 4);
   c = lua_newuserdatauv(L, sizeof *c, 1);
   memset(c, 0, sizeof *c);
   c->state = C_CLOSED;
@@ -443,7 +496,7 @@ static int l_connect(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);
-  if ((c->pg = PQconnectStart(info)) == NULL) return luaL_error(L, "loom.pg.connect: out of memory");
+  if ((c->pg = start(L, info, 3, 4)) == NULL) return luaL_error(L, "loom.pg.connect: out of memory");
   if (PQstatus(c->pg) == CONNECTION_BAD) {
     lua_pushnil(L);
     push_connect_error(L, PQerrorMessage(c->pg));
@@ -453,7 +506,7 @@ static int l_connect(lua_State *L) {
   }
   PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
   PQsetNoticeReceiver(c->pg, receiver, c);
-  if ((rc = loom_fdwait_open(L, &c->w, S->loop, PQsocket(c->pg), 3, teardown, on_ready)) < 0) {
+  if ((rc = loom_fdwait_open(L, &c->w, S->loop, PQsocket(c->pg), 5, teardown, on_ready)) < 0) {
     PQfinish(c->pg);
     c->pg = NULL;
     return loom_fail(L, rc, "loom.pg.connect");
@@ -469,7 +522,7 @@ static int l_connect(lua_State *L) {
 }
 
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
-  pgconn *c = lua_touserdata(L, 3);
+  pgconn *c = lua_touserdata(L, 5);
   loom_task *t = loom_resumed(L, loom_getstate(L), ctx, connect_k);
   (void)status;
   c->owner = NULL;
@@ -490,7 +543,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     return 3;
   }
   PQsetErrorVerbosity(c->pg, PQERRORS_DEFAULT);
-  lua_settop(L, 3);
+  lua_settop(L, 5);
   return 1;
 }
 
@@ -1277,7 +1330,7 @@ void loom_open_pg(lua_State *L) {
                                      {"_listening", c_listening}, {"_txstatus", c_txstatus},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", c_close}, {"__gc", c_gc}, {"__tostring", c_tostring}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"_pg_connect", l_connect}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"_pg_connect", l_connect}, {"_pg_hosts", l_hosts}, {NULL, NULL}};
   int S = lua_absindex(L, -2);
   luaL_newmetatable(L, LOOM_PGRESULT);
   lua_pushcfunction(L, result_gc);

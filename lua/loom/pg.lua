@@ -14,9 +14,37 @@ local check_type, argerror = args.type, args.error
 local pg = {}
 
 local Conn = core._PgConn.__index
+local resolve = require("loom.net").dns.resolve
 
---- Connects. Blocks (connecting never blocks the loop; see the README for
--- host names).
+local function is_literal(h)
+  return h == "" or h:find("^[/@]") or h:find(":", 1, true) or h:find("^%d+%.%d+%.%d+%.%d+$")
+end
+
+-- libpq resolves host names itself, blocking the loop: names are resolved
+-- here, in the thread pool, and handed to libpq as hostaddr (each address
+-- of a name tried in turn, under the name, which TLS checks and .pgpass
+-- matches).
+local function open(conninfo, timeout)
+  local ok, host, hostaddr = pcall(core._pg_hosts, conninfo)
+  if not ok then return nil, "invalid connection string: " .. tostring(host):gsub("\n$", ""), "08001" end
+  if host == nil or hostaddr ~= nil then return core._pg_connect(conninfo, timeout) end
+  local hosts, addrs, named = {}, {}, false
+  for h in (host .. ","):gmatch("([^,]*),") do
+    if is_literal(h) then
+      hosts[#hosts + 1], addrs[#addrs + 1] = h, ""
+    else
+      local list, err = resolve(h)
+      if not list then return nil, ("could not resolve %q: %s"):format(h, err), "08001" end
+      for _, a in ipairs(list) do hosts[#hosts + 1], addrs[#addrs + 1] = h, a end
+      named = true
+    end
+  end
+  if not named then return core._pg_connect(conninfo, timeout) end
+  return core._pg_connect(conninfo, timeout, table.concat(hosts, ","), table.concat(addrs, ","))
+end
+
+--- Connects. Blocks (the task: host names are resolved in the thread pool
+-- and libpq's socket is polled by the loop).
 -- @string conninfo `"host=/run/postgresql dbname=app"` or a
 -- `postgresql://user:pass@host:port/db` URL (libpq's forms)
 -- @tparam[opt] table opts `timeout` (seconds, default 30)
@@ -29,7 +57,7 @@ function pg.connect(conninfo, opts)
   check_type(opts, "table", 2, "connect", true)
   local timeout = opts and opts.timeout or 30
   if type(timeout) ~= "number" or timeout <= 0 then argerror(2, "connect", "timeout must be a positive number") end
-  return core._pg_connect(conninfo, timeout)
+  return open(conninfo, timeout)
 end
 
 local function pack(...) return { n = select("#", ...), ... } end
@@ -181,7 +209,7 @@ local function acquire_conn(pool)
     sem:release()
     return nil, "closed", "ECLOSED"
   end
-  local c, err, code = core._pg_connect(pool._conninfo, pool._connect_timeout)
+  local c, err, code = open(pool._conninfo, pool._connect_timeout)
   if not c then
     sem:release()
     return nil, err, code
