@@ -284,6 +284,114 @@ describe("loom.pg", function()
     end)
   end)
 
+  describe("COPY", function()
+    it("copies in from a string, a list and a function, and out to a function and a writer", function()
+      with_conn(function(c)
+        assert(c:exec("CREATE TABLE items (id int PRIMARY KEY, name text)"))
+        assert.are.equal(2, c:copy_from("COPY items FROM STDIN (FORMAT csv)", "1,a\n2,b\n"))
+        assert.are.equal(2, c:copy_from("COPY items FROM STDIN (FORMAT csv)", { "3,c\n", "4,", "d\n" }))
+        local i = 4
+        assert.are.equal(199996, c:copy_from("COPY items FROM STDIN", function()
+          i = i + 1
+          if i <= 200000 then return i .. "\tname " .. i .. "\n" end
+        end))
+        local out = {}
+        assert.are.equal(4, c:copy_to("COPY (SELECT * FROM items WHERE id <= 4 ORDER BY id) TO STDOUT (FORMAT csv)",
+          function(row) out[#out + 1] = row end))
+        assert.are.same({ "1,a\n", "2,b\n", "3,c\n", "4,d\n" }, out)
+        local writer = { n = 0, bytes = 0 }
+        function writer:write(data) self.n, self.bytes = self.n + 1, self.bytes + #data end
+        assert.are.equal(200000, c:copy_to("COPY items TO STDOUT", writer))
+        assert.are.equal(200000, writer.n)
+        assert.are.equal(c:query("SELECT sum(length(id::text || E'\t' || name) + 1)::int8 AS n FROM items")[1].n,
+          writer.bytes)
+      end, 20)
+    end)
+
+    it("keeps nothing of a COPY with bad data or whose source raised", function()
+      with_conn(function(c)
+        assert(c:exec("CREATE TABLE strict (id int PRIMARY KEY)"))
+        local n, err, code = c:copy_from("COPY strict FROM STDIN", "1\n2\nthree\n")
+        assert.is_nil(n)
+        assert.are.equal("22P02", code)
+        assert.matches("invalid input syntax", err)
+        local e = setmetatable({}, { __tostring = function() return "source broke" end })
+        local sent = 0
+        local ok, got = pcall(c.copy_from, c, "COPY strict FROM STDIN", function()
+          sent = sent + 1
+          if sent > 3 then error(e) end
+          return sent .. "\n"
+        end)
+        assert.is_false(ok)
+        assert.are.equal(e, got)
+        assert.are.equal(0, c:query("SELECT count(*) AS n FROM strict")[1].n)
+        ok, got = pcall(c.copy_to, c, "COPY (SELECT generate_series(1, 100000)) TO STDOUT", function() error("sink broke", 0) end)
+        assert.are.same({ false, "sink broke" }, { ok, got })
+        assert.are.equal(3, c:query("SELECT 3 AS x")[1].x)
+      end)
+    end)
+
+    it("refuses the wrong direction and statements that are not COPY", function()
+      with_conn(function(c)
+        assert(c:exec("CREATE TABLE dir (id int)"))
+        assert.are.same({ nil, "copy_from needs COPY ... FROM STDIN", "42601" }, { c:copy_from("COPY dir TO STDOUT", "") })
+        assert.are.same({ nil, "copy_to needs COPY ... TO STDOUT", "42601" }, { c:copy_to("COPY dir FROM STDIN", print) })
+        assert.are.same({ nil, "not a COPY ... FROM STDIN or TO STDOUT statement", "42601" }, { c:copy_to("SELECT 1", print) })
+        local _, _, code = c:copy_to("COPY nowhere TO STDOUT", print)
+        assert.are.equal("42P01", code)
+        _, _, code = c:query("COPY dir FROM STDIN")
+        assert.are.equal("57014", code)
+        assert.has_error(function() c:copy_from("COPY dir FROM STDIN") end,
+          "bad argument #3 to 'copy_from' (string, table or function expected, got no value)")
+        assert.has_error(function() c:copy_to("COPY dir TO STDOUT", 5) end,
+          "bad argument #3 to 'copy_to' (function or object with a write method expected, got number)")
+        assert.are.equal(0, c:query("SELECT count(*) AS n FROM dir")[1].n)
+      end)
+    end)
+
+    it("holds the connection while it runs, and a cancelled COPY leaves it usable", function()
+      with_conn(function(c)
+        local order = {}
+        local slow = loom.spawn(function()
+          local k = 0
+          return c:copy_to("COPY (SELECT generate_series(1, 20)) TO STDOUT", function()
+            k = k + 1
+            loom.sleep(0.005)
+            if k == 20 then order[#order + 1] = "copy" end
+          end)
+        end)
+        local q = loom.spawn(function()
+          local v = c:query("SELECT 1 AS x")[1].x
+          order[#order + 1] = "query"
+          return v
+        end)
+        assert.are.equal(20, slow:await())
+        assert.are.equal(1, q:await())
+        assert.are.same({ "copy", "query" }, order)
+        local t = loom.spawn(function()
+          return c:copy_to("COPY (SELECT g, pg_sleep(0.001) FROM generate_series(1, 100000) g) TO STDOUT", function() end)
+        end)
+        loom.sleep(0.2)
+        t:cancel()
+        assert.is_false(pcall(t.await, t))
+        assert(c:exec("CREATE TABLE fed (id int)"))
+        local feeder = loom.spawn(function()
+          local n = 0
+          return c:copy_from("COPY fed FROM STDIN", function()
+            n = n + 1
+            if n > 2 then loom.sleep(10) end
+            return n .. "\n"
+          end)
+        end)
+        loom.sleep(0.05)
+        feeder:cancel()
+        assert.is_false(pcall(feeder.await, feeder))
+        assert.are.equal(9, c:query("SELECT 9 AS x")[1].x)
+        assert.are.equal(0, c:query("SELECT count(*) AS n FROM fed")[1].n)
+      end, 10)
+    end)
+  end)
+
   describe("transaction", function()
     it("commits what the body did and returns its results", function()
       with_conn(function(c)

@@ -46,7 +46,8 @@
 #define MAX_PARAMS 65535  /* the protocol's limit */
 
 enum { C_CONNECTING, C_READY, C_BROKEN, C_CLOSED };
-enum { R_NONE, R_CONNECT, R_ONE, R_PREPARE, R_EXEC, R_BATCH };
+enum { R_NONE, R_CONNECT, R_ONE, R_PREPARE, R_EXEC, R_BATCH, R_COPY, R_COPY_IO };
+enum { COPY_NONE, COPY_IN, COPY_OUT };
 /* Statement cache entries (the connection's uservalue 1): sql -> code. */
 enum { ST_SEEN_TEXT = -1, ST_SEEN_BINARY = -2 }; /* run once; >0: prepared n*2 + binary */
 
@@ -59,6 +60,7 @@ typedef struct pgconn {
   int flushing;   /* libpq holds output the socket has not taken */
   int done;       /* the request in flight is complete */
   int listening;  /* LISTEN issued: read while idle */
+  int copy;       /* a COPY in progress holds the turn: COPY_IN or COPY_OUT */
   int nprepared;  /* statements named so far */
   long long affected; /* batch: rows affected so far */
   loom_task *owner;   /* waiting for the request; NULL once orphaned */
@@ -68,6 +70,8 @@ typedef struct pgconn {
   PGnotify *nhead, *ntail;
   char *fail;         /* the connection's failure, when libpq's message is gone */
   int doomed;         /* the server said FATAL: the connection is ending */
+  struct cancel_req *cancel; /* a cancel request in flight */
+  int held;           /* the turn waits for that cancel request to be done */
 } pgconn;
 
 typedef struct pgresult {
@@ -80,6 +84,7 @@ static void set_poll(pgconn *c);
 
 static void pass_turn(pgconn *c) {
   c->req = R_NONE;
+  c->copy = COPY_NONE;
   c->owner = NULL;
   c->done = 0;
   if (!loom_list_empty(&c->turns)) {
@@ -105,8 +110,11 @@ static void keep_result(pgconn *c, PGresult *r) {
   c->res = r;
 }
 
+static void copy_abandon(pgconn *c, const char *why);
+
 /* The request is complete: its owner takes the result, or, orphaned, the
-   result goes and the next task gets the turn. */
+   result goes and the next task gets the turn, once the cancel request
+   sent for it is done (arriving later, it could stop the next query). */
 static void complete(pgconn *c) {
   if (c->req == R_BATCH && PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF) PQexitPipelineMode(c->pg);
   c->done = 1;
@@ -115,8 +123,18 @@ static void complete(pgconn *c) {
     set_poll(c);
     return;
   }
+  if (c->copy) { /* a COPY whose task gave up before it started */
+    copy_abandon(c, "COPY cancelled");
+    return;
+  }
   PQclear(c->res);
   c->res = NULL;
+  if (c->cancel) {
+    c->req = R_NONE;
+    c->held = 1;
+    set_poll(c);
+    return;
+  }
   pass_turn(c);
 }
 
@@ -129,6 +147,7 @@ static void wake_all(loom_loop *lp, loom_link *l) {
 static void broken(pgconn *c) {
   if (c->state != C_READY) return;
   c->state = C_BROKEN;
+  c->copy = COPY_NONE;
   if (c->fail == NULL) {
     const char *m = PQerrorMessage(c->pg);
     size_t n = strlen(m);
@@ -162,14 +181,14 @@ static void take_notifies(pgconn *c) {
   if (any) wake_all(c->w.h.lp, &c->listeners);
 }
 
-/* COPY through query or exec: loom has no COPY stream here, so COPY FROM
-   STDIN is refused and COPY TO STDOUT read and dropped; 0 when more input
-   is needed first. */
+/* A COPY nobody goes on with (through query or exec, or abandoned): COPY
+   FROM STDIN is ended with an error, COPY TO STDOUT read and dropped; 0
+   when more input is needed first. */
 static int end_copy(pgconn *c, ExecStatusType st) {
   char *buf;
   int n;
   if (st == PGRES_COPY_IN) {
-    PQputCopyEnd(c->pg, "COPY FROM STDIN is not supported by query or exec");
+    PQputCopyEnd(c->pg, "COPY FROM STDIN needs conn:copy_from");
     c->flushing = PQflush(c->pg) == 1;
     return 1;
   }
@@ -180,6 +199,7 @@ static int end_copy(pgconn *c, ExecStatusType st) {
 /* Collects what libpq has parsed, until the request is complete or more
    input is needed. */
 static void collect(pgconn *c) {
+  if (c->req == R_COPY_IO) return; /* the copy's own calls read and write */
   while (c->req != R_NONE && !c->done && c->state == C_READY) {
     PGresult *r;
     ExecStatusType st;
@@ -191,6 +211,12 @@ static void collect(pgconn *c) {
       return;
     }
     st = PQresultStatus(r);
+    if (c->req == R_COPY && (st == PGRES_COPY_IN || st == PGRES_COPY_OUT)) {
+      c->copy = st == PGRES_COPY_IN ? COPY_IN : COPY_OUT;
+      PQclear(r);
+      complete(c);
+      return;
+    }
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
       if (c->res && !is_error(c->res)) {
         PQclear(c->res);
@@ -266,6 +292,10 @@ static void on_ready(loom_fdwait *w, int status, int events) {
       return;
     }
   }
+  /* a copy's data went out, or more came in: its task goes on */
+  if (c->req == R_COPY_IO && !c->done &&
+      ((c->copy == COPY_IN && !c->flushing) || (c->copy == COPY_OUT && (events & UV_READABLE))))
+    complete(c);
   if (c->state == C_READY) set_poll(c);
 }
 
@@ -274,6 +304,7 @@ static void on_ready(loom_fdwait *w, int status, int events) {
 typedef struct cancel_req {
   uv_work_t work;
   PGcancel *pc;
+  pgconn *c; /* NULL once the connection is closed */
 } cancel_req;
 
 static void cancel_work(uv_work_t *w) {
@@ -284,19 +315,54 @@ static void cancel_work(uv_work_t *w) {
 
 static void cancel_done(uv_work_t *w, int status) {
   cancel_req *cr = loom_container(w, cancel_req, work);
+  pgconn *c = cr->c;
   (void)status;
   PQfreeCancel(cr->pc);
   free(cr);
+  if (c == NULL) return;
+  c->cancel = NULL;
+  if (c->held) {
+    c->held = 0;
+    pass_turn(c);
+  }
 }
 
 static void send_cancel(pgconn *c) {
-  cancel_req *cr = malloc(sizeof *cr);
-  if (cr == NULL) return;
+  cancel_req *cr;
+  if (c->cancel) return; /* one in flight stops the statement as well */
+  if ((cr = malloc(sizeof *cr)) == NULL) return;
+  cr->c = c;
   if ((cr->pc = PQgetCancel(c->pg)) == NULL ||
       uv_queue_work(&c->w.h.lp->uv, &cr->work, cancel_work, cancel_done) < 0) {
     if (cr->pc) PQfreeCancel(cr->pc);
     free(cr);
+    return;
   }
+  c->cancel = cr;
+}
+
+/* The task of a COPY in progress gave up on it (cancelled, raised): the
+   engine ends it (COPY FROM with an error, so nothing of it is kept; COPY
+   TO cancelled and its rest dropped) and passes the turn on after. */
+static void copy_abandon(pgconn *c, const char *why) {
+  int was = c->copy;
+  c->copy = COPY_NONE;
+  c->owner = NULL;
+  c->req = R_EXEC;
+  c->done = 0;
+  PQclear(c->res);
+  c->res = NULL;
+  if (was == COPY_IN) {
+    if (PQputCopyEnd(c->pg, why) < 0) {
+      broken(c);
+      return;
+    }
+    c->flushing = PQflush(c->pg) == 1;
+  } else {
+    send_cancel(c);
+  }
+  collect(c);
+  set_poll(c);
 }
 
 /* ------------------------------------------------------ the object */
@@ -306,6 +372,8 @@ static void shut(pgconn *c) {
   PGnotify *n;
   if (c->state == C_CLOSED) return;
   c->state = C_CLOSED;
+  if (c->cancel) c->cancel->c = NULL;
+  c->cancel = NULL;
   loom_fdwait_close(&c->w); /* before libpq closes the socket */
   if (c->owner && c->owner->state == LOOM_WAITING) loom_wake(lp, c->owner, 0);
   wake_all(lp, &c->turns);
@@ -563,6 +631,10 @@ static void request_undo(lua_State *L, loom_loop *lp, loom_task *t) {
   (void)L;
   (void)lp;
   if (c->state == C_CLOSED) return;
+  if (c->copy) {
+    copy_abandon(c, "COPY cancelled");
+    return;
+  }
   c->owner = NULL;
   if (c->done) {
     PQclear(c->res);
@@ -1197,6 +1269,240 @@ static int batch_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+/* ---------------------------------------------------------------- copy */
+
+/* COPY as the private calls under conn:copy_from and conn:copy_to
+   (lua/loom/pg.lua): the copy holds the connection's turn from _copy_start
+   to its end, and an abandoned one is ended by the engine (copy_abandon). */
+
+static int copy_turn_k(lua_State *L, int status, lua_KContext ctx);
+static int copy_start_k(lua_State *L, int status, lua_KContext ctx);
+
+static int copy_send(lua_State *L, pgconn *c, loom_task *t) {
+  if (!PQsendQuery(c->pg, lua_tostring(L, 2))) return send_failed(L, c);
+  return wait_request(L, c, t, R_COPY, copy_start_k);
+}
+
+/* conn:_copy_start(sql): "in" or "out" once the server is ready for the
+   data (the copy then holds the turn), or nil, msg, code. Blocks. */
+static int c_copy_start(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  pgconn *c = checkconn(L);
+  loom_task *t;
+  int r;
+  luaL_checkstring(L, 2);
+  lua_settop(L, 2);
+  t = loom_checkrunning(L, S, "copy");
+  if (c->state != C_READY) return fail_conn(L, c);
+  if ((r = take_turn(L, c, t, copy_turn_k)) >= 0) return r;
+  return copy_send(L, c, t);
+}
+
+static int copy_turn_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, copy_turn_k);
+  pgconn *c = lua_touserdata(L, 1);
+  (void)status;
+  if (c->state != C_READY) {
+    if (c->state != C_CLOSED) pass_turn(c);
+    return fail_conn(L, c);
+  }
+  return copy_send(L, c, t);
+}
+
+static int copy_start_k(lua_State *L, int status, lua_KContext ctx) {
+  pgconn *c = lua_touserdata(L, 1);
+  PGresult *r;
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, copy_start_k);
+  if (c->state == C_CLOSED) return fail_conn(L, c);
+  if (c->copy) { /* the turn stays with the copy */
+    c->req = R_NONE;
+    c->owner = NULL;
+    c->done = 0;
+    PQclear(c->res);
+    c->res = NULL;
+    lua_pushstring(L, c->copy == COPY_IN ? "in" : "out");
+    return 1;
+  }
+  if (c->res == NULL) {
+    int bad = c->state != C_READY;
+    pass_turn(c);
+    if (bad) return fail_conn(L, c);
+    lua_pushnil(L);
+    lua_pushliteral(L, "not a COPY statement");
+    lua_pushliteral(L, "42601");
+    return 3;
+  }
+  r = take_result(L, c);
+  pass_turn(c);
+  if (is_error(r)) return fail_result(L, r);
+  lua_pushnil(L);
+  lua_pushliteral(L, "not a COPY ... FROM STDIN or TO STDOUT statement");
+  lua_pushliteral(L, "42601");
+  return 3;
+}
+
+static void need_copy(lua_State *L, pgconn *c, int dir, const char *fname) {
+  if (c->state == C_READY && c->copy != dir)
+    luaL_error(L, "%s: no COPY %s in progress", fname, dir == COPY_IN ? "FROM STDIN" : "TO STDOUT");
+}
+
+/* Waits in a copy until the socket took the data (in) or more came (out). */
+static int copy_wait(lua_State *L, pgconn *c, loom_task *t, lua_KFunction k) {
+  c->req = R_COPY_IO;
+  c->done = 0;
+  c->owner = t;
+  set_poll(c);
+  loom_suspend(L, t);
+  t->undo = request_undo;
+  t->waitobj = c;
+  return loom_yield(L, t, k);
+}
+
+static int copy_put_k(lua_State *L, int status, lua_KContext ctx);
+
+/* conn:_copy_put(data): true once libpq has the data and the socket took
+   it (a slow server blocks the task here, so memory stays bounded), or
+   nil, msg, code. */
+static int c_copy_put(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  pgconn *c = checkconn(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  loom_task *t = loom_checkrunning(L, S, "copy_from");
+  int r;
+  if (c->state != C_READY) return fail_conn(L, c);
+  need_copy(L, c, COPY_IN, "copy_from");
+  if (len > 0x3fffffff) return luaL_error(L, "copy_from: a chunk of at most 1 GiB, got %I bytes", (lua_Integer)len);
+  lua_settop(L, 2);
+  r = PQputCopyData(c->pg, data, (int)len);
+  if (r == 0) { /* libpq's buffer is full: again once it drained */
+    c->flushing = 1;
+    return copy_wait(L, c, t, copy_put_k);
+  }
+  if (r > 0) r = PQflush(c->pg);
+  if (r < 0) {
+    broken(c);
+    return fail_conn(L, c);
+  }
+  if (r == 1) {
+    c->flushing = 1;
+    lua_pushnil(L); /* sent: the continuation only waits for the flush */
+    lua_replace(L, 2);
+    return copy_wait(L, c, t, copy_put_k);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int copy_put_k(lua_State *L, int status, lua_KContext ctx) {
+  pgconn *c = lua_touserdata(L, 1);
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, copy_put_k);
+  c->req = R_NONE;
+  c->owner = NULL;
+  c->done = 0;
+  if (c->state != C_READY) return fail_conn(L, c);
+  if (!lua_isnil(L, 2)) return c_copy_put(L); /* not queued yet */
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int copy_end_k(lua_State *L, int status, lua_KContext ctx) {
+  pgconn *c = lua_touserdata(L, 1);
+  PGresult *r;
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, copy_end_k);
+  if (c->state == C_CLOSED) return fail_conn(L, c);
+  if (c->res == NULL) {
+    pass_turn(c);
+    return fail_conn(L, c);
+  }
+  r = take_result(L, c);
+  pass_turn(c);
+  if (is_error(r)) return fail_result(L, r);
+  lua_pushinteger(L, (lua_Integer)strtoll(PQcmdTuples(r), NULL, 10));
+  return 1;
+}
+
+/* conn:_copy_end(): ends a COPY FROM STDIN; the rows copied, or nil, msg,
+   sqlstate (bad data is reported here). Blocks. */
+static int c_copy_end(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  pgconn *c = checkconn(L);
+  loom_task *t = loom_checkrunning(L, S, "copy_from");
+  if (c->state != C_READY) return fail_conn(L, c);
+  need_copy(L, c, COPY_IN, "copy_from");
+  lua_settop(L, 1);
+  if (PQputCopyEnd(c->pg, NULL) < 0) {
+    broken(c);
+    return fail_conn(L, c);
+  }
+  c->copy = COPY_NONE;
+  return wait_request(L, c, t, R_EXEC, copy_end_k);
+}
+
+static int copy_get_k(lua_State *L, int status, lua_KContext ctx);
+
+/* conn:_copy_get(): the next row of a COPY TO STDOUT; at its end nil and
+   the rows copied; or nil, msg, code. Blocks. */
+static int c_copy_get(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  pgconn *c = checkconn(L);
+  loom_task *t = loom_checkrunning(L, S, "copy_to");
+  char *buf;
+  int n;
+  PGresult *r;
+  if (c->state != C_READY) return fail_conn(L, c);
+  need_copy(L, c, COPY_OUT, "copy_to");
+  lua_settop(L, 1);
+  n = PQgetCopyData(c->pg, &buf, 1);
+  if (n > 0) {
+    lua_pushlstring(L, buf, (size_t)n);
+    PQfreemem(buf);
+    return 1;
+  }
+  if (n == 0) return copy_wait(L, c, t, copy_get_k);
+  if (n == -2) {
+    broken(c);
+    return fail_conn(L, c);
+  }
+  /* the end: its result is usually buffered already */
+  c->copy = COPY_NONE;
+  while (!PQisBusy(c->pg) && (r = PQgetResult(c->pg)) != NULL) keep_result(c, r);
+  if (PQisBusy(c->pg)) return wait_request(L, c, t, R_EXEC, copy_end_k);
+  if (c->res == NULL) {
+    pass_turn(c);
+    return fail_conn(L, c);
+  }
+  r = take_result(L, c);
+  pass_turn(c);
+  if (is_error(r)) return fail_result(L, r);
+  lua_pushnil(L);
+  lua_pushinteger(L, (lua_Integer)strtoll(PQcmdTuples(r), NULL, 10));
+  return 2;
+}
+
+static int copy_get_k(lua_State *L, int status, lua_KContext ctx) {
+  pgconn *c = lua_touserdata(L, 1);
+  (void)status;
+  loom_resumed(L, loom_getstate(L), ctx, copy_get_k);
+  c->req = R_NONE;
+  c->owner = NULL;
+  c->done = 0;
+  if (c->state != C_READY) return fail_conn(L, c);
+  return c_copy_get(L);
+}
+
+/* conn:_copy_abort(why): gives up the COPY in progress, if any. Never
+   blocks: the engine ends it and passes the turn on. */
+static int c_copy_abort(lua_State *L) {
+  pgconn *c = checkconn(L);
+  const char *why = luaL_optstring(L, 2, "COPY aborted");
+  if (c->state == C_READY && c->copy) copy_abandon(c, why);
+  return 0;
+}
+
 /* ------------------------------------------------------- notifications */
 
 static int notify_k(lua_State *L, int status, lua_KContext ctx);
@@ -1328,6 +1634,9 @@ void loom_open_pg(lua_State *L) {
                                      {"status", c_status},     {"pid", c_pid},
                                      {"_notification", c_notification},
                                      {"_listening", c_listening}, {"_txstatus", c_txstatus},
+                                     {"_copy_start", c_copy_start}, {"_copy_put", c_copy_put},
+                                     {"_copy_end", c_copy_end},     {"_copy_get", c_copy_get},
+                                     {"_copy_abort", c_copy_abort},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", c_close}, {"__gc", c_gc}, {"__tostring", c_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"_pg_connect", l_connect}, {"_pg_hosts", l_hosts}, {NULL, NULL}};

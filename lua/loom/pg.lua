@@ -117,6 +117,111 @@ function Conn:notifications()
   end
 end
 
+-- Feeds a COPY FROM STDIN from source; nil, msg, code if the connection failed.
+local function feed(conn, source)
+  local put = conn._copy_put
+  if type(source) == "string" then return put(conn, source) end
+  if type(source) == "table" then
+    for i = 1, #source do
+      local chunk = source[i]
+      if type(chunk) ~= "string" then error(("copy_from: source[%d] is a %s, not a string"):format(i, type(chunk)), 0) end
+      local ok, err, code = put(conn, chunk)
+      if not ok then return nil, err, code end
+    end
+    return true
+  end
+  while true do
+    local chunk = source()
+    if chunk == nil then return true end
+    if type(chunk) ~= "string" then error(("copy_from: the source gave a %s, not a string"):format(type(chunk)), 0) end
+    local ok, err, code = put(conn, chunk)
+    if not ok then return nil, err, code end
+  end
+end
+
+--- Copies data into a table (`COPY ... FROM STDIN`), streamed: a slow
+-- server blocks the task between chunks, so memory holds one chunk at a
+-- time. All or nothing: a source that raises (or a cancelled task) aborts
+-- the COPY and nothing of it is kept. Blocks; the connection is the copy's
+-- until it ends.
+-- @function Conn:copy_from
+-- @string sql `COPY table [(columns)] FROM STDIN [options]`
+-- @param source the data in the COPY's format: a string, a list of strings,
+-- or a function returning the next chunk and nil at the end (a stream's
+-- `read`, lines of a file ...)
+-- @return the number of rows copied, or nil, msg, sqlstate (bad data: the
+-- server's error, "22P02" ...)
+-- @usage assert(conn:copy_from("COPY items (id, name) FROM STDIN (FORMAT csv)", {"1,a\n", "2,b\n"}))
+function Conn:copy_from(sql, source)
+  check_type(sql, "string", 2, "copy_from")
+  local ts = type(source)
+  if ts ~= "string" and ts ~= "table" and ts ~= "function" then
+    argerror(3, "copy_from", ("string, table or function expected, got %s"):format(source == nil and "no value" or ts))
+  end
+  local mode, err, code = self:_copy_start(sql)
+  if not mode then return nil, err, code end
+  if mode ~= "in" then
+    self:_copy_abort()
+    return nil, "copy_from needs COPY ... FROM STDIN", "42601"
+  end
+  local ok, fed, ferr, fcode = pcall(feed, self, source)
+  if not ok then
+    self:_copy_abort(type(fed) == "string" and fed or "COPY aborted")
+    error(fed, 0)
+  end
+  if not fed then return nil, ferr, fcode end
+  return self:_copy_end()
+end
+
+-- Reads a COPY TO STDOUT into write; the rows copied, or nil, msg, code.
+local function drain(conn, write)
+  local get = conn._copy_get
+  while true do
+    local data, n, code = get(conn)
+    if data == nil then
+      if code then return nil, n, code end
+      return n
+    end
+    write(data)
+  end
+end
+
+--- Copies data out (`COPY ... TO STDOUT`), streamed: each chunk (a row, in
+-- the COPY's format) goes to `sink` as it comes, and a sink that blocks
+-- holds the server back. A sink that raises (or a cancelled task) aborts
+-- the COPY. Blocks; the connection is the copy's until it ends.
+-- @function Conn:copy_to
+-- @string sql `COPY table TO STDOUT [options]` or `COPY (SELECT ...) TO STDOUT`
+-- @param sink a function called with each chunk, or an object with a
+-- `write` method (a stream, a file)
+-- @return the number of rows copied, or nil, msg, sqlstate
+-- @usage local out = {}
+-- assert(conn:copy_to("COPY items TO STDOUT (FORMAT csv)", function(row) out[#out + 1] = row end))
+function Conn:copy_to(sql, sink)
+  check_type(sql, "string", 2, "copy_to")
+  local write = sink
+  if type(sink) ~= "function" then
+    local ok, w = pcall(function() return sink.write end)
+    if not ok or type(w) ~= "function" then
+      argerror(3, "copy_to", ("function or object with a write method expected, got %s"):format(
+        sink == nil and "no value" or type(sink)))
+    end
+    write = function(data) return sink:write(data) end
+  end
+  local mode, err, code = self:_copy_start(sql)
+  if not mode then return nil, err, code end
+  if mode ~= "out" then
+    self:_copy_abort("copy_to needs COPY ... TO STDOUT")
+    return nil, "copy_to needs COPY ... TO STDOUT", "42601"
+  end
+  local ok, n, derr, dcode = pcall(drain, self, write)
+  if not ok then
+    self:_copy_abort()
+    error(n, 0)
+  end
+  return n, derr, dcode
+end
+
 ---------------------------------------------------------------- the pool
 
 --- A pool of connections, from `loom.pg.pool`.
