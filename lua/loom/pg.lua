@@ -60,6 +60,36 @@ function pg.connect(conninfo, opts)
   return open(conninfo, timeout)
 end
 
+local Pool = {} -- the pool's methods, below
+
+--- A pool of at most `max` connections, opened as needed.
+-- @tparam table opts `conninfo` (or `[1]`), `max` (default 10), `timeout`
+-- (seconds to wait for a free connection; default: as long as it takes),
+-- `connect_timeout` (default 30)
+-- @return a Pool
+-- @usage local pool = loom.pg.pool{"host=/tmp dbname=app", max = 10, timeout = 5}
+function pg.pool(opts)
+  check_type(opts, "table", 1, "pool")
+  local conninfo = opts.conninfo or opts[1]
+  if type(conninfo) ~= "string" then argerror(1, "pool", "conninfo must be a string") end
+  local max = opts.max or 10
+  if math.type(max) ~= "integer" or max < 1 then argerror(1, "pool", "max must be a positive integer") end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout < 0) then
+    argerror(1, "pool", "timeout must be a non-negative number")
+  end
+  return setmetatable({
+    _conninfo = conninfo,
+    _max = max,
+    _timeout = opts.timeout,
+    _connect_timeout = opts.connect_timeout or 30,
+    _sem = core.semaphore(max),
+    _idle = {},
+    _open = 0,
+    _guards = setmetatable({}, { __mode = "k" }),
+    _listening = setmetatable({}, { __mode = "k" }),
+  }, Pool)
+end
+
 local function pack(...) return { n = select("#", ...), ... } end
 
 --- Runs `fn(conn, ...)` in a transaction: `BEGIN`, then `COMMIT` when fn
@@ -222,11 +252,10 @@ function Conn:copy_to(sql, sink)
   return n, derr, dcode
 end
 
----------------------------------------------------------------- the pool
+-- The pool.
 
 --- A pool of connections, from `loom.pg.pool`.
 -- @type Pool
-local Pool = {}
 Pool.__index = Pool
 
 -- A leased connection: the connection's methods, with close (and <close>)
@@ -392,34 +421,6 @@ Pool.__close = Pool.close
 -- @return a table `{open =, idle =, max =}`
 function Pool:stats()
   return { open = self._open, idle = #self._idle, max = self._max }
-end
-
---- A pool of at most `max` connections, opened as needed.
--- @tparam table opts `conninfo` (or `[1]`), `max` (default 10), `timeout`
--- (seconds to wait for a free connection; default: as long as it takes),
--- `connect_timeout` (default 30)
--- @return a Pool
--- @usage local pool = loom.pg.pool{"host=/tmp dbname=app", max = 10, timeout = 5}
-function pg.pool(opts)
-  check_type(opts, "table", 1, "pool")
-  local conninfo = opts.conninfo or opts[1]
-  if type(conninfo) ~= "string" then argerror(1, "pool", "conninfo must be a string") end
-  local max = opts.max or 10
-  if math.type(max) ~= "integer" or max < 1 then argerror(1, "pool", "max must be a positive integer") end
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout < 0) then
-    argerror(1, "pool", "timeout must be a non-negative number")
-  end
-  return setmetatable({
-    _conninfo = conninfo,
-    _max = max,
-    _timeout = opts.timeout,
-    _connect_timeout = opts.connect_timeout or 30,
-    _sem = core.semaphore(max),
-    _idle = {},
-    _open = 0,
-    _guards = setmetatable({}, { __mode = "k" }),
-    _listening = setmetatable({}, { __mode = "k" }),
-  }, Pool)
 end
 
 return pg
