@@ -696,8 +696,19 @@ describe("loom.pg", function()
           for i = 1, 3 do g:spawn(function() assert(pool:query("SELECT $1::int, pg_sleep(0.05)", i)) end) end
         end
         assert.are.equal(3, pool:stats().idle)
+        local listener = assert(pg.connect(srv.conninfo))
+        assert(listener:listen("during_restart"))
+        local heard = loom.spawn(function()
+          local n = 0
+          for _ in listener:notifications() do n = n + 1 end
+          return n
+        end)
         local _, code = loom.process.run { "sh", "-c", srv.restart_cmd }
         assert.are.equal(0, code)
+        -- the LISTEN ended with the server: the iteration is over, the connection broken
+        assert.are.equal(0, heard:await())
+        assert.are.equal("broken", listener:status())
+        listener:close()
         local failures = 0
         for i = 1, 10 do
           local rows, _, sqlstate = pool:query("SELECT $1::int AS v", i)
