@@ -796,6 +796,32 @@ static int s_sockname(lua_State *L) {
   return name_of(L, 0);
 }
 
+/* stream:_fileno(): the descriptor (LuaSocket's getfd), or -1 once closed. */
+static int s_fileno(lua_State *L) {
+  lstream *st = checkstream(L);
+  uv_os_fd_t fd = -1;
+  if (st->h.uv == NULL || st->closed || uv_fileno(st->h.uv, &fd) < 0) fd = -1;
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+/* stream:_setopt(name, on): "nodelay" or "keepalive" on a TCP stream, as
+   LuaSocket's setoption sets them; true, or nil, msg, code. */
+static int s_setopt(lua_State *L) {
+  lstream *st = checkstream(L);
+  const char *name = luaL_checkstring(L, 2);
+  int on = lua_toboolean(L, 3), rc;
+  if (st->h.uv == NULL || st->closed) return loom_fail_closed(L);
+  if (st->h.uv->type != UV_TCP) return loom_fail(L, UV_ENOTSUP, NULL);
+  if (strcmp(name, "nodelay") == 0)
+    rc = uv_tcp_nodelay((uv_tcp_t *)st->h.uv, on);
+  else
+    rc = uv_tcp_keepalive((uv_tcp_t *)st->h.uv, on, 60);
+  if (rc < 0) return loom_fail(L, rc, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /***
 Iterates over lines until the end of the stream (an error ends the loop
 too). Each step blocks.
@@ -824,6 +850,8 @@ void loom_open_stream(lua_State *L) {
                                      {"peername", s_peername},
                                      {"sockname", s_sockname},
                                      {"lines", s_lines},
+                                     {"_fileno", s_fileno},
+                                     {"_setopt", s_setopt},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", s_close}, {"__gc", s_gc}, {"__tostring", s_tostring},
                                   {NULL, NULL}};

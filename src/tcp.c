@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <netdb.h>
+#include <time.h>
 #include "loom.h"
 #include "stream.h"
 
@@ -117,6 +119,106 @@ static int l_getaddrinfo(lua_State *L) {
   t->undo = gai_undo;
   t->waitobj = g;
   return loom_yield(L, t, gai_k);
+}
+
+typedef struct gni {
+  uv_getnameinfo_t req;
+  loom_task *task; /* NULL once it gave up */
+} gni;
+
+static void on_gni(uv_getnameinfo_t *req, int status, const char *host, const char *service) {
+  gni *g = loom_container(req, gni, req);
+  (void)status;
+  (void)host;
+  (void)service;
+  if (g->task) {
+    loom_wake((loom_loop *)req->loop, g->task, 0);
+    return;
+  }
+  free(g);
+}
+
+static void gni_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  gni *g = t->waitobj;
+  (void)L;
+  (void)lp;
+  if (t->state == LOOM_WAITING) {
+    g->task = NULL;
+    uv_cancel((uv_req_t *)&g->req);
+  } else {
+    free(g);
+  }
+}
+
+static int gni_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, gni_k);
+  gni *g = t->waitobj;
+  int rc = g->req.retcode;
+  (void)status;
+  if (rc < 0) {
+    free(g);
+    return loom_fail(L, rc, lua_tostring(L, 1));
+  }
+  lua_pushstring(L, g->req.host);
+  free(g);
+  return 1;
+}
+
+/* loom.core._getnameinfo(ip): the host name of an address (reverse DNS, in
+   the thread pool), or nil, msg, code. Blocks. */
+static int l_getnameinfo(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  struct sockaddr_storage ss;
+  loom_task *t;
+  gni *g;
+  int rc;
+  lua_settop(L, 1);
+  lua_pushinteger(L, 0);
+  loom_parse_addr(L, 1, 2, &ss);
+  lua_settop(L, 1);
+  t = loom_checkrunning(L, S, "tohostname");
+  if ((g = calloc(1, sizeof *g)) == NULL) return luaL_error(L, "tohostname: out of memory");
+  rc = uv_getnameinfo(&S->loop->uv, &g->req, on_gni, (struct sockaddr *)&ss, NI_NAMEREQD);
+  if (rc < 0) {
+    free(g);
+    return loom_fail(L, rc, lua_tostring(L, 1));
+  }
+  g->task = t;
+  loom_suspend(L, t);
+  t->undo = gni_undo;
+  t->waitobj = g;
+  return loom_yield(L, t, gni_k);
+}
+
+/* loom.core._hostname(): this machine's name. Never blocks. */
+static int l_hostname(lua_State *L) {
+  char buf[UV_MAXHOSTNAMESIZE];
+  size_t n = sizeof buf;
+  int rc = uv_os_gethostname(buf, &n);
+  if (rc < 0) return loom_fail(L, rc, NULL);
+  lua_pushlstring(L, buf, n);
+  return 1;
+}
+
+/* loom.core._walltime(): seconds since the epoch, to the microsecond
+   (LuaSocket's gettime). Never blocks. */
+static int l_walltime(lua_State *L) {
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  lua_pushnumber(L, (lua_Number)tv.tv_sec + tv.tv_usec / 1e6);
+  return 1;
+}
+
+/* loom.core._sleep_blocking(s): sleeps the whole thread (LuaSocket's sleep
+   outside a task). */
+static int l_sleep_blocking(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  struct timespec ts;
+  if (!(s > 0)) return 0;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) continue;
+  return 0;
 }
 
 /* The IP address at hidx and the port at pidx as a socket address; raises
@@ -485,7 +587,9 @@ void loom_open_tcp(lua_State *L) {
   static const luaL_Reg methods[] = {{"accept", sv_accept}, {"address", sv_address},
                                      {"close", sv_close},   {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", sv_close}, {"__tostring", sv_tostring}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"_getaddrinfo", l_getaddrinfo}, {"_tcp_connect", l_tcp_connect},
+  static const luaL_Reg funcs[] = {{"_getaddrinfo", l_getaddrinfo}, {"_getnameinfo", l_getnameinfo},
+                                   {"_hostname", l_hostname}, {"_walltime", l_walltime},
+                                   {"_sleep_blocking", l_sleep_blocking}, {"_tcp_connect", l_tcp_connect},
                                    {"_pipe_connect", l_pipe_connect}, {"_tcp_listen", l_tcp_listen},
                                    {"_pipe_listen", l_pipe_listen},  {"_tcp_options", l_tcp_options},
                                    {NULL, NULL}};
