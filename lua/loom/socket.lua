@@ -26,9 +26,9 @@ local READ_MAX = 64 * 1024
 local ERRORS = {
   ECONNREFUSED = "connection refused", ETIMEDOUT = "timeout", ECLOSED = "closed", EOF = "closed",
   ECONNRESET = "closed", ECONNABORTED = "closed", EPIPE = "closed", EADDRINUSE = "address already in use",
-  EACCES = "permission denied", EISCONN = "already connected", EAI_NONAME = "host not found",
-  EAI_AGAIN = "temporary failure in name resolution", EAI_FAIL = "non-recoverable failure in name resolution",
-  EAI_NODATA = "host not found",
+  EACCES = "permission denied", EISCONN = "already connected",
+  EAI_NONAME = "host or service not provided, or not known", EAI_AGAIN = "temporary failure in name resolution",
+  EAI_FAIL = "non-recoverable failure in name resolution", EAI_NODATA = "host or service not provided, or not known",
 }
 local function lserr(msg, code) return ERRORS[code] or msg end
 
@@ -48,15 +48,287 @@ local function in_task() return current() ~= nil end
 
 local function family_of(ip) return ip and ip:find(":", 1, true) and "inet6" or "inet" end
 
----------------------------------------------------------------- TCP
+-- An address for host: itself when it is one, else its first resolved.
+local function to_ip(host)
+  if host:find("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true) then return host end
+  local list, msg, code = net.dns.resolve(host)
+  if not list then return nil, lserr(msg, code) end
+  return list[1]
+end
+
+local TCP, UDP = {}, {} -- the socket classes, below
+local new_tcp, new_udp
+
+-- The module's constructors.
+
+
+--- A TCP master socket (`tcp4` and `tcp6` name the family). Outside a
+-- task, LuaSocket's own.
+-- @return a tcp
+function socket.tcp()
+  if not in_task() then return blocking("tcp").tcp() end
+  return new_tcp("inet")
+end
+function socket.tcp4()
+  if not in_task() then return blocking("tcp4").tcp4() end
+  return new_tcp("inet")
+end
+function socket.tcp6()
+  if not in_task() then return blocking("tcp6").tcp6() end
+  return new_tcp("inet6")
+end
+
+--- A UDP socket (`udp4`, `udp6`). Outside a task, LuaSocket's own.
+-- @return a udp
+function socket.udp()
+  if not in_task() then return blocking("udp").udp() end
+  return new_udp("inet")
+end
+function socket.udp4()
+  if not in_task() then return blocking("udp4").udp4() end
+  return new_udp("inet")
+end
+function socket.udp6()
+  if not in_task() then return blocking("udp6").udp6() end
+  return new_udp("inet6")
+end
+
+--- A connected TCP socket. Blocks.
+-- @return a tcp, or nil, err
+function socket.connect(host, port)
+  if not in_task() then return blocking("connect").connect(host, port) end
+  local s = new_tcp("inet")
+  local ok, err = s:connect(host, port)
+  if not ok then return nil, err end
+  return s
+end
+socket.connect4 = socket.connect
+socket.connect6 = socket.connect
+
+--- A TCP server socket bound to host:port.
+-- @return a tcp, or nil, err
+function socket.bind(host, port, backlog)
+  if not in_task() then return blocking("bind").bind(host, port, backlog) end
+  local s = new_tcp(host and host:find(":", 1, true) and "inet6" or "inet")
+  s._backlog = backlog
+  local ok, err = s:bind(host, port)
+  if not ok then return nil, err end
+  s:listen(backlog)
+  return s
+end
+
+--- Seconds since the epoch, to the microsecond.
+socket.gettime = core._walltime
+
+--- Sleeps: the task inside a task, else the thread.
+function socket.sleep(seconds)
+  if in_task() then return core.sleep(math.max(seconds or 0, 0)) end
+  return core._sleep_blocking(seconds)
+end
+
+--- Which sockets are ready: `recvt` ones with data to read (or a
+-- connection to accept), `sendt` ones that can send (loom sockets always
+-- can: a send waits itself). Blocks up to `timeout` (nil or negative: no
+-- limit). Reading ahead for select keeps the bytes in the socket, so
+-- nothing is lost.
+-- @return readable, writable (lists, also keyed by socket), and "timeout"
+-- when none
+function socket.select(recvt, sendt, timeout)
+  local readable, writable = {}, {}
+  for _, s in ipairs(sendt or {}) do
+    if getmetatable(s) == TCP and s._state == "client" or getmetatable(s) == UDP then
+      writable[#writable + 1], writable[s] = s, true
+    end
+  end
+  local waiting = {}
+  for _, s in ipairs(recvt or {}) do
+    if s._state == "closed" or (getmetatable(s) == TCP and (s:dirty() or s._accepted)) then
+      readable[#readable + 1], readable[s] = s, true
+    elseif getmetatable(s) == TCP and (s._state == "client" or s._state == "server") then
+      waiting[#waiting + 1] = s
+    end
+  end
+  if #readable > 0 or #writable > 0 or #waiting == 0 then
+    if #readable == 0 and #writable == 0 then
+      if timeout and timeout > 0 then socket.sleep(timeout) end
+      return readable, writable, "timeout"
+    end
+    return readable, writable
+  end
+  -- read ahead (or accept ahead) on each until one is ready
+  local got = core.event()
+  local tasks = {}
+  for i, s in ipairs(waiting) do
+    tasks[i] = core.spawn(function()
+      if s._state == "server" then
+        local c = s._server:accept()
+        if c then s._accepted = new_tcp(s._family, c) end
+      else
+        local data = s._stream:read(READ_MAX)
+        if data then s._buf, s._recv = s._buf .. data, s._recv + #data else s._eof_seen = true end
+      end
+      got:set()
+    end)
+  end
+  if timeout and timeout >= 0 then
+    core.timeout(math.max(timeout, 1e-6), got.wait, got)
+  else
+    got:wait()
+  end
+  for _, t in ipairs(tasks) do t:cancel() end
+  for _, t in ipairs(tasks) do pcall(t.await, t) end
+  for _, s in ipairs(waiting) do
+    if s:dirty() or s._accepted or s._eof_seen then
+      s._eof_seen = nil
+      readable[#readable + 1], readable[s] = s, true
+    end
+  end
+  if #readable == 0 then return readable, writable, "timeout" end
+  return readable, writable
+end
+
+-- Name resolution.
+
+--- Name resolution: `toip`, `tohostname`, `getaddrinfo`, `gethostname`.
+-- @table dns
+socket.dns = {}
+
+function socket.dns.toip(name)
+  local list = net.dns.resolve(name)
+  if not list then return nil, "host not found" end
+  return list[1], { name = name, alias = {}, ip = list }
+end
+
+function socket.dns.tohostname(addr)
+  local ip, err = to_ip(addr)
+  if not ip then return nil, err end
+  local name, msg, code = core._getnameinfo(ip)
+  if not name then return nil, lserr(msg, code) end
+  return name, { name = name, alias = {}, ip = { ip } }
+end
+
+function socket.dns.getaddrinfo(name)
+  local list, msg, code = net.dns.resolve(name)
+  if not list then return nil, lserr(msg, code) end
+  local out = {}
+  for i, ip in ipairs(list) do out[i] = { addr = ip, family = family_of(ip) } end
+  return out
+end
+
+function socket.dns.gethostname()
+  return core._hostname()
+end
+
+-- LuaSocket's helpers.
+
+-- LuaSocket's try/protect: errors thrown by a try carry this metatable, so
+-- protect returns them as nil, err and lets every other error through.
+local Thrown = {}
+
+--- Returns its arguments after the first `d`.
+function socket.skip(d, ...)
+  return select(d + 1, ...)
+end
+
+--- A try function: returns its arguments when the first is true, else
+-- calls `finalizer` and throws the second for `protect` to catch.
+function socket.newtry(finalizer)
+  return function(...)
+    local ok = ...
+    if ok then return ... end
+    if finalizer then pcall(finalizer) end
+    error(setmetatable({ (select(2, ...)) }, Thrown), 0)
+  end
+end
+
+socket.try = socket.newtry()
+
+--- Wraps `f` so that what a try threw comes back as `nil, err`.
+function socket.protect(f)
+  return function(...)
+    local r = table.pack(pcall(f, ...))
+    if r[1] then return table.unpack(r, 2, r.n) end
+    if getmetatable(r[2]) == Thrown then return nil, r[2][1] end
+    error(r[2], 0)
+  end
+end
+
+--- `t[key]` or `t.default`, called: LuaSocket's choose.
+function socket.choose(t)
+  return function(name, opt1, opt2)
+    if type(name) ~= "string" then name, opt1, opt2 = "default", name, opt1 end
+    local f = t[name or "nil"]
+    if not f then error("unknown key (" .. tostring(name) .. ")", 3) end
+    return f(opt1, opt2)
+  end
+end
+
+socket.sourcet, socket.sinkt = {}, {}
+
+socket.sinkt["close-when-done"] = function(sock)
+  return setmetatable({ getfd = function() return sock:getfd() end, dirty = function() return sock:dirty() end }, {
+    __call = function(_, chunk)
+      if not chunk then
+        sock:close()
+        return 1
+      end
+      return sock:send(chunk)
+    end,
+  })
+end
+
+socket.sinkt["keep-open"] = function(sock)
+  return setmetatable({ getfd = function() return sock:getfd() end, dirty = function() return sock:dirty() end }, {
+    __call = function(_, chunk)
+      if chunk then return sock:send(chunk) end
+      return 1
+    end,
+  })
+end
+socket.sinkt.default = socket.sinkt["keep-open"]
+
+socket.sourcet["by-length"] = function(sock, length)
+  return setmetatable({ getfd = function() return sock:getfd() end, dirty = function() return sock:dirty() end }, {
+    __call = function()
+      if length <= 0 then return nil end
+      local chunk, err = sock:receive(math.min(socket.BLOCKSIZE, length))
+      if err then return nil, err end
+      length = length - #chunk
+      return chunk
+    end,
+  })
+end
+
+socket.sourcet["until-closed"] = function(sock)
+  local done = false
+  return setmetatable({ getfd = function() return sock:getfd() end, dirty = function() return sock:dirty() end }, {
+    __call = function()
+      if done then return nil end
+      local chunk, err, partial = sock:receive(socket.BLOCKSIZE)
+      if not err then return chunk end
+      if err == "closed" then
+        sock:close()
+        done = true
+        return partial
+      end
+      return nil, err
+    end,
+  })
+end
+socket.sourcet.default = socket.sourcet["until-closed"]
+
+--- LuaSocket's sink and source constructors over a socket.
+socket.sink = socket.choose(socket.sinkt)
+socket.source = socket.choose(socket.sourcet)
+
+-- TCP sockets.
 
 --- A TCP socket (`tcp()`, `connect`, `bind`, `accept`): LuaSocket's
 -- master, client and server objects in one, by state.
 -- @type tcp
-local TCP = {}
 TCP.__index = TCP
 
-local function new_tcp(family, stream)
+function new_tcp(family, stream)
   return setmetatable({
     _state = stream and "client" or "master",
     _family = family or "inet",
@@ -67,6 +339,17 @@ local function new_tcp(family, stream)
     _born = now(),
     _opts = {},
   }, TCP)
+end
+
+-- A socket nobody can reach any more is closed, as LuaSocket's are (a
+-- library that only shuts its socket down, as redis-lua's quit does, would
+-- otherwise keep it open until loom.run ends). Closing never blocks, and no
+-- task can be waiting on a socket nobody reaches.
+function TCP:__gc()
+  if self._state ~= "closed" then
+    if self._stream then self._stream:close() end
+    if self._server then self._server:close() end
+  end
 end
 
 function TCP:__tostring()
@@ -145,7 +428,7 @@ function TCP:receive(pattern, prefix)
       if i then
         local line = self._buf:sub(1, i - 1)
         self._buf = self._buf:sub(i + 1)
-        return prefix .. (line:find("\r", 1, true) and line:gsub("\r", "") or line)
+        return prefix .. (line:find("\r", 1, true) and line:gsub("\r", "") or line), nil, nil
       end
       local data, err = pull(self, dl)
       if not data then
@@ -156,22 +439,24 @@ function TCP:receive(pattern, prefix)
       self._buf = self._buf .. data
     end
   elseif pattern == "*a" or pattern == "a" then
-    local parts = { prefix, self._buf }
+    local parts, got = { prefix, self._buf }, #self._buf
     self._buf = ""
     while true do
       local data, err = pull(self, dl)
       if not data then
-        if err == "closed" then return table.concat(parts) end
+        -- as LuaSocket: everything up to the close, but a close with nothing before it is "closed"
+        if err == "closed" and got > 0 then return table.concat(parts), nil, nil end
         return nil, err, table.concat(parts)
       end
       parts[#parts + 1] = data
+      got = got + #data
     end
   elseif type(pattern) == "number" or tonumber(pattern) then
-    local n = math.floor(tonumber(pattern))
+    local n = math.max(math.floor(tonumber(pattern)) - #prefix, 0) -- as LuaSocket: the prefix counts
     local buf = self._buf
     if #buf >= n then
       self._buf = buf:sub(n + 1)
-      return prefix .. buf:sub(1, n)
+      return prefix .. buf:sub(1, n), nil, nil
     end
     local parts, have = { buf }, #buf
     while have < n do
@@ -185,7 +470,7 @@ function TCP:receive(pattern, prefix)
     end
     local all = table.concat(parts)
     self._buf = all:sub(n + 1)
-    return prefix .. all:sub(1, n)
+    return prefix .. all:sub(1, n), nil, nil
   end
   error("bad argument #1 to 'receive' (invalid receive pattern)", 2)
 end
@@ -207,13 +492,13 @@ function TCP:send(data, i, j)
   i, j = i or 1, j or -1
   if i < 0 then i = math.max(len + i + 1, 1) elseif i < 1 then i = 1 end
   if j < 0 then j = len + j + 1 elseif j > len then j = len end
-  if i > j then return i - 1 end
+  if i > j then return i - 1.0, nil, nil end
   local st = self._stream
   st:set_timeout(wait_for(self, deadline(self)))
   local ok, msg, code = st:write((i == 1 and j == len) and data or data:sub(i, j))
-  if not ok then return nil, lserr(msg, code), i - 1 end
+  if not ok then return nil, lserr(msg, code), i - 1.0 end
   self._sent = self._sent + (j - i + 1)
-  return j
+  return j + 0.0, nil, nil -- LuaSocket's counts are floats, and its results three
 end
 
 --- Connects a master socket. Blocks (host names resolve without blocking
@@ -407,11 +692,10 @@ function TCP:setfd()
   error("setfd: not supported by loom.socket", 2)
 end
 
----------------------------------------------------------------- UDP
+-- UDP sockets.
 
 --- A UDP socket (`udp()`), unconnected or, after `setpeername`, connected.
 -- @type udp
-local UDP = {}
 UDP.__index = UDP
 
 function UDP:__tostring()
@@ -428,12 +712,6 @@ local function udp_sock(self)
   return self._sock
 end
 
-local function to_ip(host)
-  if host:find("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true) then return host end
-  local list, msg, code = net.dns.resolve(host)
-  if not list then return nil, lserr(msg, code) end
-  return list[1]
-end
 
 --- Binds the socket to a local address (`"*"`: every address).
 -- @function udp:setsockname
@@ -550,271 +828,10 @@ function UDP:close()
 end
 
 function UDP:dirty() return false end
-function UDP:getfd() return -1 end
 
----------------------------------------------------------------- the module
-
-local function new_udp(family)
+function new_udp(family)
   return setmetatable({ _family = family, _opts = {} }, UDP)
 end
-
---- A TCP master socket (`tcp4` and `tcp6` name the family). Outside a
--- task, LuaSocket's own.
--- @return a tcp
-function socket.tcp()
-  if not in_task() then return blocking("tcp").tcp() end
-  return new_tcp("inet")
-end
-function socket.tcp4()
-  if not in_task() then return blocking("tcp4").tcp4() end
-  return new_tcp("inet")
-end
-function socket.tcp6()
-  if not in_task() then return blocking("tcp6").tcp6() end
-  return new_tcp("inet6")
-end
-
---- A UDP socket (`udp4`, `udp6`). Outside a task, LuaSocket's own.
--- @return a udp
-function socket.udp()
-  if not in_task() then return blocking("udp").udp() end
-  return new_udp("inet")
-end
-function socket.udp4()
-  if not in_task() then return blocking("udp4").udp4() end
-  return new_udp("inet")
-end
-function socket.udp6()
-  if not in_task() then return blocking("udp6").udp6() end
-  return new_udp("inet6")
-end
-
---- A connected TCP socket. Blocks.
--- @return a tcp, or nil, err
-function socket.connect(host, port)
-  if not in_task() then return blocking("connect").connect(host, port) end
-  local s = new_tcp("inet")
-  local ok, err = s:connect(host, port)
-  if not ok then return nil, err end
-  return s
-end
-socket.connect4 = socket.connect
-socket.connect6 = socket.connect
-
---- A TCP server socket bound to host:port.
--- @return a tcp, or nil, err
-function socket.bind(host, port, backlog)
-  if not in_task() then return blocking("bind").bind(host, port, backlog) end
-  local s = new_tcp(host and host:find(":", 1, true) and "inet6" or "inet")
-  s._backlog = backlog
-  local ok, err = s:bind(host, port)
-  if not ok then return nil, err end
-  s:listen(backlog)
-  return s
-end
-
---- Seconds since the epoch, to the microsecond.
-socket.gettime = core._walltime
-
---- Sleeps: the task inside a task, else the thread.
-function socket.sleep(seconds)
-  if in_task() then return core.sleep(math.max(seconds or 0, 0)) end
-  return core._sleep_blocking(seconds)
-end
-
---- Which sockets are ready: `recvt` ones with data to read (or a
--- connection to accept), `sendt` ones that can send (loom sockets always
--- can: a send waits itself). Blocks up to `timeout` (nil or negative: no
--- limit). Reading ahead for select keeps the bytes in the socket, so
--- nothing is lost.
--- @return readable, writable (lists, also keyed by socket), and "timeout"
--- when none
-function socket.select(recvt, sendt, timeout)
-  local readable, writable = {}, {}
-  for _, s in ipairs(sendt or {}) do
-    if getmetatable(s) == TCP and s._state == "client" or getmetatable(s) == UDP then
-      writable[#writable + 1], writable[s] = s, true
-    end
-  end
-  local waiting = {}
-  for _, s in ipairs(recvt or {}) do
-    if s._state == "closed" or (getmetatable(s) == TCP and (s:dirty() or s._accepted)) then
-      readable[#readable + 1], readable[s] = s, true
-    elseif getmetatable(s) == TCP and (s._state == "client" or s._state == "server") then
-      waiting[#waiting + 1] = s
-    end
-  end
-  if #readable > 0 or #writable > 0 or #waiting == 0 then
-    if #readable == 0 and #writable == 0 then
-      if timeout and timeout > 0 then socket.sleep(timeout) end
-      return readable, writable, "timeout"
-    end
-    return readable, writable
-  end
-  -- read ahead (or accept ahead) on each until one is ready
-  local got = core.event()
-  local tasks = {}
-  for i, s in ipairs(waiting) do
-    tasks[i] = core.spawn(function()
-      if s._state == "server" then
-        local c = s._server:accept()
-        if c then s._accepted = new_tcp(s._family, c) end
-      else
-        local data = s._stream:read(READ_MAX)
-        if data then s._buf, s._recv = s._buf .. data, s._recv + #data else s._eof_seen = true end
-      end
-      got:set()
-    end)
-  end
-  if timeout and timeout >= 0 then
-    core.timeout(math.max(timeout, 1e-6), got.wait, got)
-  else
-    got:wait()
-  end
-  for _, t in ipairs(tasks) do t:cancel() end
-  for _, t in ipairs(tasks) do pcall(t.await, t) end
-  for _, s in ipairs(waiting) do
-    if s:dirty() or s._accepted or s._eof_seen then
-      s._eof_seen = nil
-      readable[#readable + 1], readable[s] = s, true
-    end
-  end
-  if #readable == 0 then return readable, writable, "timeout" end
-  return readable, writable
-end
-
----------------------------------------------------------------- dns
-
---- Name resolution: `toip`, `tohostname`, `getaddrinfo`, `gethostname`.
--- @table dns
-socket.dns = {}
-
-function socket.dns.toip(name)
-  local list, msg, code = net.dns.resolve(name)
-  if not list then return nil, lserr(msg, code) end
-  return list[1], { name = name, alias = {}, ip = list }
-end
-
-function socket.dns.tohostname(addr)
-  local ip, err = to_ip(addr)
-  if not ip then return nil, err end
-  local name, msg, code = core._getnameinfo(ip)
-  if not name then return nil, lserr(msg, code) end
-  return name, { name = name, alias = {}, ip = { ip } }
-end
-
-function socket.dns.getaddrinfo(name)
-  local list, msg, code = net.dns.resolve(name)
-  if not list then return nil, lserr(msg, code) end
-  local out = {}
-  for i, ip in ipairs(list) do out[i] = { addr = ip, family = family_of(ip) } end
-  return out
-end
-
-function socket.dns.gethostname()
-  return core._hostname()
-end
-
----------------------------------------------------------------- helpers
-
--- LuaSocket's try/protect: errors thrown by a try carry this metatable, so
--- protect returns them as nil, err and lets every other error through.
-local Thrown = {}
-
---- Returns its arguments after the first `d`.
-function socket.skip(d, ...)
-  return select(d + 1, ...)
-end
-
---- A try function: returns its arguments when the first is true, else
--- calls `finalizer` and throws the second for `protect` to catch.
-function socket.newtry(finalizer)
-  return function(...)
-    local ok = ...
-    if ok then return ... end
-    if finalizer then pcall(finalizer) end
-    error(setmetatable({ (select(2, ...)) }, Thrown), 0)
-  end
-end
-
-socket.try = socket.newtry()
-
---- Wraps `f` so that what a try threw comes back as `nil, err`.
-function socket.protect(f)
-  return function(...)
-    local r = table.pack(pcall(f, ...))
-    if r[1] then return table.unpack(r, 2, r.n) end
-    if getmetatable(r[2]) == Thrown then return nil, r[2][1] end
-    error(r[2], 0)
-  end
-end
-
---- `t[key]` or `t.default`, called: LuaSocket's choose.
-function socket.choose(t)
-  return function(name, opt1, opt2)
-    if type(name) ~= "string" then name, opt1, opt2 = "default", name, opt1 end
-    local f = t[name or "nil"]
-    if not f then error("unknown key (" .. tostring(name) .. ")", 3) end
-    return f(opt1, opt2)
-  end
-end
-
-socket.sourcet, socket.sinkt = {}, {}
-
-socket.sinkt["close-when-done"] = function(sock)
-  return setmetatable({ getfd = function() return sock:getfd() end, dirty = function() return sock:dirty() end }, {
-    __call = function(_, chunk)
-      if not chunk then
-        sock:close()
-        return 1
-      end
-      return sock:send(chunk)
-    end,
-  })
-end
-
-socket.sinkt["keep-open"] = function(sock)
-  return setmetatable({ getfd = function() return sock:getfd() end, dirty = function() return sock:dirty() end }, {
-    __call = function(_, chunk)
-      if chunk then return sock:send(chunk) end
-      return 1
-    end,
-  })
-end
-socket.sinkt.default = socket.sinkt["keep-open"]
-
-socket.sourcet["by-length"] = function(sock, length)
-  return setmetatable({ getfd = function() return sock:getfd() end, dirty = function() return sock:dirty() end }, {
-    __call = function()
-      if length <= 0 then return nil end
-      local chunk, err = sock:receive(math.min(socket.BLOCKSIZE, length))
-      if err then return nil, err end
-      length = length - #chunk
-      return chunk
-    end,
-  })
-end
-
-socket.sourcet["until-closed"] = function(sock)
-  local done = false
-  return setmetatable({ getfd = function() return sock:getfd() end, dirty = function() return sock:dirty() end }, {
-    __call = function()
-      if done then return nil end
-      local chunk, err, partial = sock:receive(socket.BLOCKSIZE)
-      if not err then return chunk end
-      if err == "closed" then
-        sock:close()
-        done = true
-        return partial
-      end
-      return nil, err
-    end,
-  })
-end
-socket.sourcet.default = socket.sourcet["until-closed"]
-
---- LuaSocket's sink and source constructors over a socket.
-socket.sink = socket.choose(socket.sinkt)
-socket.source = socket.choose(socket.sourcet)
+function UDP:getfd() return -1 end
 
 return socket

@@ -22,7 +22,7 @@ local function script(socket)
   local c = open("lines")
   show("lines", c:receive())
   show("lines", c:receive("*l"))
-  show("lines", c:receive("l"))
+  show("lines", c:receive("*l"))
   show("lines", c:receive("*l"))
   c:close()
 
