@@ -6,7 +6,7 @@
 # ROUNDS (scheduler, default 5), NET_ROUNDS (echo and HTTP, default 3).
 set -u
 cd "$(dirname "$0")/.."
-LOOM_EXTRA_PKGS="wrk nginx-light nodejs node-ws lua-http lua-cqueues lua-luv python3-aiohttp python3-uvloop python3-websockets python3-asyncpg" . tools/deps.sh
+LOOM_EXTRA_PKGS="wrk nginx-light nodejs node-ws lua-http lua-cqueues lua-luv python3-aiohttp python3-uvloop python3-websockets python3-asyncpg redis-server lua-redis lua-socket" . tools/deps.sh
 make -s
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit+changes"
@@ -29,6 +29,8 @@ mkdir -p bench/results
   bash bench/ws.sh "${NET_ROUNDS:-3}"
   echo "## postgresql"
   bash bench/pg.sh "${NET_ROUNDS:-3}"
+  echo "## redis"
+  bash bench/redis.sh "${NET_ROUNDS:-3}"
 } 2>&1 | tee "$name.txt"
 lua5.4 bench/chart.lua "$name.txt" > "$name.svg"
 cp "$name.txt" bench/results/latest.txt

@@ -23,7 +23,7 @@ end
 
 local section, bench, title
 local echo, http, https, ws, sched, client = {}, {}, {}, {}, {}, { loom = {}, aiohttp = {} }
-local pgres = {}
+local pgres, redis = {}, {}
 for line in io.lines(file) do
   local s = line:match("^## (.+)$")
   if s then section = s end
@@ -67,6 +67,12 @@ for line in io.lines(file) do
       pgres[mode] = pgres[mode] or {}
       pgres[mode][name] = pgres[mode][name] or {}
       table.insert(pgres[mode][name], tonumber(v))
+    end
+  elseif section == "redis" then
+    local mode, v = line:match("^redis (%S+)%s+(%d+) ops/s")
+    if mode then
+      redis[mode] = redis[mode] or {}
+      table.insert(redis[mode], tonumber(v))
     end
   elseif section == "https" then
     local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
@@ -114,6 +120,12 @@ for _, m in ipairs(PG_MODES) do
     for _, peer in ipairs({ "asyncpg", "blocking" }) do
       if r[peer] then add("postgresql " .. m[1], peer, median(r.loom) / median(r[peer])) end
     end
+  end
+end
+
+if redis.socket then
+  for _, peer in ipairs({ "streams", "luasocket" }) do
+    if redis[peer] then add("redis-lua on loom.socket", peer, median(redis.socket) / median(redis[peer])) end
   end
 end
 
@@ -186,6 +198,16 @@ if arg[2] == "md" then
       local l, a, b = median(r.loom), r.asyncpg and median(r.asyncpg), r.blocking and median(r.blocking)
       row({ m[2], fmt(l), a and fmt(a) or "", b and fmt(b) or "", a and ("%.2f"):format(l / a) or "",
         b and ("%.2f"):format(l / b) or "" })
+    end
+  end
+  if redis.socket then
+    print("\nRedis GET/SET, 50 tasks (LuaSocket: one request after another), operations/s (medians):\n")
+    row({ "client", "ops/s", "redis-lua on loom.socket / it" })
+    row({ "---", "---", "---" })
+    local l = median(redis.socket)
+    for _, m in ipairs({ { "socket", "redis-lua on loom.socket" }, { "streams", "a RESP client on loom streams" },
+      { "luasocket", "redis-lua on LuaSocket" } }) do
+      if redis[m[1]] then row({ m[2], fmt(median(redis[m[1]])), ("%.2f"):format(l / median(redis[m[1]])) }) end
     end
   end
   return

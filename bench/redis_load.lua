@@ -5,6 +5,7 @@
 -- Each task (or the one loop) alternates SET key value / GET key; prints
 -- ops_per_s.
 local mode, port, secs = arg[1], tonumber(arg[2]), tonumber(arg[3])
+package.path = package.path .. ";/usr/share/lua/5.3/?.lua" -- where Debian puts redis-lua
 local TASKS = 50
 
 if mode == "luasocket" then

@@ -310,6 +310,14 @@ describe("examples", function()
     assert(late < 20, out)
   end)
 
+  it("redis_concurrent.lua runs redis-lua from 20 tasks at once over loom.socket", function()
+    local out = example("redis_concurrent")
+    local n, ms, visits = out:match("20 workers took (%d+) jobs in (%d+) ms; visits = (%d+)")
+    assert.are.equal("20", n, out)
+    assert.are.equal("20", visits, out)
+    assert(tonumber(ms) < 1000, out) -- one after another, each waiting for its job, would take longer
+  end)
+
   describe("on PostgreSQL", function()
     local srv
     setup(function() srv = helper.pg_server() end)

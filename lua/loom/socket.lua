@@ -19,6 +19,7 @@ local socket = {
 }
 
 local now, current = core.now, core.current
+local find, sub, gsub, concat = string.find, string.sub, string.gsub, table.concat
 local READ_MAX = 64 * 1024
 
 -- LuaSocket's error strings for loom's codes (LuaSocket's socket_strerror
@@ -165,7 +166,11 @@ function socket.select(recvt, sendt, timeout)
         if c then s._accepted = new_tcp(s._family, c) end
       else
         local data = s._stream:read(READ_MAX)
-        if data then s._buf, s._recv = s._buf .. data, s._recv + #data else s._eof_seen = true end
+        if data then
+          s._buf, s._pos, s._recv = sub(s._buf, s._pos) .. data, 1, s._recv + #data
+        else
+          s._eof_seen = true
+        end
       end
       got:set()
     end)
@@ -334,6 +339,7 @@ function new_tcp(family, stream)
     _family = family or "inet",
     _stream = stream,
     _buf = "",
+    _pos = 1,
     _recv = 0,
     _sent = 0,
     _born = now(),
@@ -400,8 +406,11 @@ end
 -- One read of whatever comes; nil, err ("timeout", "closed" ...) else.
 local function pull(self, dl)
   if self._rclosed then return nil, "closed" end
-  local st = self._stream
-  st:set_timeout(wait_for(self, dl))
+  local st, t = self._stream, wait_for(self, dl)
+  if t ~= self._st_timeout then -- the stream keeps it: set only when it changes
+    st:set_timeout(t)
+    self._st_timeout = t
+  end
   local data, msg, code = st:read(READ_MAX)
   if data then
     self._recv = self._recv + #data
@@ -421,56 +430,65 @@ end
 function TCP:receive(pattern, prefix)
   if self._state ~= "client" then return wrong_state(self, "not connected") end
   pattern, prefix = pattern or "*l", prefix or ""
-  local dl = deadline(self)
+  local dl = self._timeout and deadline(self)
+  -- bytes read and not taken are self._buf from self._pos on
+  local buf, pos = self._buf, self._pos
   if pattern == "*l" or pattern == "l" then
     while true do
-      local i = self._buf:find("\n", 1, true)
+      local i = find(buf, "\n", pos, true)
       if i then
-        local line = self._buf:sub(1, i - 1)
-        self._buf = self._buf:sub(i + 1)
-        return prefix .. (line:find("\r", 1, true) and line:gsub("\r", "") or line), nil, nil
+        local cr, line = find(buf, "\r", pos, true), nil
+        if cr == i - 1 then -- the usual CRLF: one copy
+          line = sub(buf, pos, i - 2)
+        else
+          line = sub(buf, pos, i - 1)
+          if cr and cr < i then line = gsub(line, "\r", "") end
+        end
+        if i == #buf then self._buf, self._pos = "", 1 else self._pos = i + 1 end
+        return prefix .. line, nil, nil
       end
       local data, err = pull(self, dl)
       if not data then
-        local part = self._buf:gsub("\r", "")
-        self._buf = ""
+        local part = gsub(sub(buf, pos), "\r", "")
+        self._buf, self._pos = "", 1
         return nil, err, prefix .. part
       end
-      self._buf = self._buf .. data
+      buf, pos = sub(buf, pos) .. data, 1
+      self._buf, self._pos = buf, 1
     end
   elseif pattern == "*a" or pattern == "a" then
-    local parts, got = { prefix, self._buf }, #self._buf
-    self._buf = ""
+    local parts = { prefix, sub(buf, pos) }
+    local got = #parts[2]
+    self._buf, self._pos = "", 1
     while true do
       local data, err = pull(self, dl)
       if not data then
         -- as LuaSocket: everything up to the close, but a close with nothing before it is "closed"
-        if err == "closed" and got > 0 then return table.concat(parts), nil, nil end
-        return nil, err, table.concat(parts)
+        if err == "closed" and got > 0 then return concat(parts), nil, nil end
+        return nil, err, concat(parts)
       end
       parts[#parts + 1] = data
       got = got + #data
     end
   elseif type(pattern) == "number" or tonumber(pattern) then
     local n = math.max(math.floor(tonumber(pattern)) - #prefix, 0) -- as LuaSocket: the prefix counts
-    local buf = self._buf
-    if #buf >= n then
-      self._buf = buf:sub(n + 1)
-      return prefix .. buf:sub(1, n), nil, nil
+    local have = #buf - pos + 1
+    if have >= n then
+      local out = sub(buf, pos, pos + n - 1)
+      if have == n then self._buf, self._pos = "", 1 else self._pos = pos + n end
+      return prefix .. out, nil, nil
     end
-    local parts, have = { buf }, #buf
+    local parts = { sub(buf, pos) }
+    self._buf, self._pos = "", 1
     while have < n do
       local data, err = pull(self, dl)
-      if not data then
-        self._buf = ""
-        return nil, err, prefix .. table.concat(parts)
-      end
+      if not data then return nil, err, prefix .. concat(parts) end
       parts[#parts + 1] = data
       have = have + #data
     end
-    local all = table.concat(parts)
-    self._buf = all:sub(n + 1)
-    return prefix .. all:sub(1, n), nil, nil
+    local all = concat(parts)
+    if #all > n then self._buf = sub(all, n + 1) end
+    return prefix .. sub(all, 1, n), nil, nil
   end
   error("bad argument #1 to 'receive' (invalid receive pattern)", 2)
 end
@@ -493,8 +511,11 @@ function TCP:send(data, i, j)
   if i < 0 then i = math.max(len + i + 1, 1) elseif i < 1 then i = 1 end
   if j < 0 then j = len + j + 1 elseif j > len then j = len end
   if i > j then return i - 1.0, nil, nil end
-  local st = self._stream
-  st:set_timeout(wait_for(self, deadline(self)))
+  local st, t = self._stream, wait_for(self, self._timeout and deadline(self))
+  if t ~= self._st_timeout then
+    st:set_timeout(t)
+    self._st_timeout = t
+  end
   local ok, msg, code = st:write((i == 1 and j == len) and data or data:sub(i, j))
   if not ok then return nil, lserr(msg, code), i - 1.0 end
   self._sent = self._sent + (j - i + 1)
@@ -585,7 +606,7 @@ end
 function TCP:close()
   if self._stream then self._stream:close() end
   if self._server then self._server:close() end
-  self._state, self._buf = "closed", ""
+  self._state, self._buf, self._pos = "closed", "", 1
   return 1
 end
 
@@ -676,7 +697,7 @@ end
 --- True when bytes received are waiting to be read (a read will not block).
 -- @function tcp:dirty
 function TCP:dirty()
-  return #self._buf > 0
+  return #self._buf >= self._pos
 end
 
 --- The descriptor (for code that logs or compares it), -1 when there is
