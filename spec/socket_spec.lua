@@ -146,6 +146,56 @@ describe("loom.socket", function()
     s:close()
   end)
 
+  it("speaks TLS in LuaSec's shape, verifying by default, and carries socket.http over https", function()
+    local C = helper.certs()
+    local ssl = require "loom.socket.ssl"
+    run(function()
+      local srv = assert(loom.http.serve("127.0.0.1", 0, function(req)
+        return 200, { ["Content-Type"] = "text/plain" }, "secret " .. req.path
+      end, { tls = { cert = C .. "server.pem", key = C .. "server.key" } }))
+      local _, port = srv:address()
+      -- by hand, as ssl.https does: connect, wrap, sni, dohandshake
+      local conn = assert(lsocket.connect("127.0.0.1", port))
+      conn = assert(ssl.wrap(conn, { mode = "client", cafile = C .. "ca.pem" }))
+      conn:sni("localhost")
+      assert.is_true(conn:dohandshake())
+      assert.matches("^TLSv1%.[23]$", conn:info().version)
+      conn:send("GET /a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+      local status = conn:receive()
+      assert.are.equal("HTTP/1.1 200 OK", status)
+      local rest = conn:receive("*a")
+      assert.matches("secret /a$", rest)
+      conn:close()
+      -- verification is on unless turned off: the system store does not know the test CA
+      conn = assert(ssl.wrap(assert(lsocket.connect("127.0.0.1", port)), {}))
+      conn:sni("localhost")
+      local ok, err = conn:dohandshake()
+      assert.is_nil(ok)
+      assert.matches("certificate verify failed", err)
+      conn:close()
+      conn = assert(ssl.wrap(assert(lsocket.connect("127.0.0.1", port)), { cafile = C .. "ca.pem" }))
+      conn:sni("wrong.example")
+      ok, err = conn:dohandshake()
+      assert.is_nil(ok)
+      assert.matches("hostname mismatch", err)
+      conn:close()
+      conn = assert(ssl.wrap(assert(lsocket.connect("127.0.0.1", port)), { verify = "none" }))
+      assert.is_true(conn:dohandshake())
+      conn:close()
+      -- socket.http over https, its socket from loom.socket.ssl
+      local http, ltn12 = require "socket.http", require "ltn12"
+      local body = {}
+      local one, code = http.request {
+        url = ("https://localhost:%d/b"):format(port),
+        sink = ltn12.sink.table(body),
+        create = function() return ssl.tcp { cafile = C .. "ca.pem" } end,
+      }
+      assert.are.same({ 1, 200 }, { one, code })
+      assert.are.equal("secret /b", table.concat(body))
+      srv:close()
+    end)
+  end)
+
   describe("with LuaSocket libraries", function()
     -- Debian packages redis-lua for Lua 5.1-5.3; the file is the same for 5.4.
     local saved_path = package.path

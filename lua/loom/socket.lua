@@ -707,6 +707,12 @@ function TCP:getfd()
   return self._stream and self._stream:_fileno() or -1
 end
 
+--- LuaSec's methods on a wrapped socket (`loom.socket.ssl`).
+-- @function tcp:dohandshake
+function TCP:dohandshake() return require("loom.socket.ssl").dohandshake(self) end
+function TCP:sni(name) return require("loom.socket.ssl").sni(self, name) end
+function TCP:info() return require("loom.socket.ssl").info(self) end
+
 --- Not supported: a loom socket's descriptor belongs to loom.
 -- @function tcp:setfd
 function TCP:setfd()
