@@ -24,6 +24,7 @@ external_dependencies = {
 }
 build = {
   type = "builtin",
+  install = { bin = { ["loom-ps"] = "tools/loom-ps" } },
   modules = {
     ["loom"] = "lua/loom/init.lua",
     ["loom.condition"] = "lua/loom/condition.lua",

@@ -59,6 +59,7 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_errors(L);
   loom_open_task(L);
   loom_open_debug(L);
+  loom_open_inspect(L);
   loom_open_timer(L);
   loom_open_sync(L);
   loom_open_queue(L);

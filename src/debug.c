@@ -36,6 +36,23 @@ static int push_where(lua_State *L, lua_State *co, int level) {
   return 0;
 }
 
+/* Pushes the name of the loom function a suspended coroutine waits in: the
+   one the user's code called (nil when unknown). */
+static void push_waits_in(lua_State *L, lua_State *co) {
+  lua_Debug ar;
+  const char *name = NULL;
+  int level;
+  for (level = 0; lua_getstack(co, level, &ar); level++) {
+    if (!lua_getinfo(co, "Sln", &ar)) continue;
+    if (ar.currentline > 0 && !is_library(&ar)) break;
+    if (ar.name) name = ar.name;
+  }
+  if (name)
+    lua_pushstring(L, name);
+  else
+    lua_pushnil(L);
+}
+
 /* Called by loom_newtask in debug mode, the new task on top of L's stack:
    remembers where the user's code spawned it. */
 void loom_debug_spawned(lua_State *L) {
@@ -136,7 +153,8 @@ static int l_tasks(lua_State *L) {
 
 /* _task_info(task): id, parent's id (0: none), where the user's code in it
    is now (suspended tasks; nil otherwise), where it was spawned (debug mode;
-   else nil). */
+   else nil), and for a waiting task how long it has waited, in seconds, and
+   the loom function it waits in (its name as the caller called it). */
 static int l_task_info(lua_State *L) {
   loom_state *S = loom_getstate(L);
   loom_task *t = loom_totask(L, S, 1);
@@ -147,7 +165,14 @@ static int l_task_info(lua_State *L) {
   else if (t->co && (t->state == LOOM_WAITING || t->state == LOOM_READY)) push_where(L, t->co, 0);
   else lua_pushnil(L);
   loom_get_extra(L, 1, "spawned");
-  return 4;
+  if (t->state == LOOM_WAITING && S->loop && t->since) {
+    lua_pushnumber(L, (lua_Number)(uv_hrtime() - t->since) / 1e9);
+    push_waits_in(L, t->co);
+  } else {
+    lua_pushnil(L);
+    lua_pushnil(L);
+  }
+  return 6;
 }
 
 /* _debug(on [, slow_seconds]): debug mode for the next loom.run. */

@@ -118,6 +118,8 @@ struct loom_task {
   unsigned char scope_cancel;   /* the cancellation in flight is a deadline scope's */
   unsigned char cancel_missed;  /* another cancel came while a scope's was in flight */
   unsigned char keep_wake;      /* woken with results that a cancellation must not drop */
+  uint64_t since;               /* when it began waiting (the step's start), for loom.dump */
+  uint64_t due;                 /* woken by its timer: when that was due (the loop's lag) */
 };
 
 typedef struct loom_state {
@@ -157,6 +159,13 @@ struct loom_loop {
   char *readbuf; /* the loop's one read buffer, LOOM_READ_BUF bytes (stream.c, udp.c) */
   int debug;        /* debug mode (debug.c) */
   uint64_t slow_ns; /* in debug mode, a step longer than this is reported */
+  /* inspect.c */
+  uint64_t steps;                         /* task steps run */
+  uint64_t lag_max, lag_cur, lag_prev;    /* how late timers fired: ever, this window, the last */
+  uint64_t lag_start;                     /* when this window began */
+  int nhandles;                           /* counted by loom.stats */
+  uv_signal_t *inspect;                   /* the inspect signal, NULL when off */
+  int inspect_ref;                        /* the writer it calls */
 };
 
 #define loom_getstate(L) ((loom_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -261,6 +270,16 @@ void loom_open_fswatch(lua_State *L);
 void loom_open_http(lua_State *L);
 void loom_open_ws(lua_State *L);
 void loom_open_pg(lua_State *L);
+
+
+/* process.c: a signal name ("SIGUSR1" or "USR1") or number at idx, as a
+   number; raises for an unknown name. */
+int loom_check_signal(lua_State *L, int idx);
+
+/* inspect.c */
+void loom_lag_note(loom_loop *lp, uint64_t now, uint64_t due);
+void loom_inspect_close(loom_loop *lp);
+void loom_open_inspect(lua_State *L);
 
 /* debug.c */
 void loom_debug_spawned(lua_State *L);

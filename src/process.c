@@ -43,7 +43,7 @@ static const char *signal_name(int num) {
 }
 
 /* The signal at idx: a name ("SIGTERM", or "TERM") or a number. */
-static int check_signal(lua_State *L, int idx) {
+int loom_check_signal(lua_State *L, int idx) {
   int i;
   if (lua_type(L, idx) == LUA_TNUMBER) return (int)luaL_checkinteger(L, idx);
   {
@@ -110,7 +110,7 @@ static int p_wait(lua_State *L) {
    msg, code (ESRCH once it has exited). Never blocks. */
 static int p_kill(lua_State *L) {
   lproc *pr = checkproc(L);
-  int sig = lua_isnoneornil(L, 2) ? SIGTERM : check_signal(L, 2);
+  int sig = lua_isnoneornil(L, 2) ? SIGTERM : loom_check_signal(L, 2);
   int rc;
   if (pr->exited || pr->h.uv == NULL) return loom_fail(L, UV_ESRCH, NULL);
   rc = uv_process_kill((uv_process_t *)pr->h.uv, sig);
@@ -280,7 +280,7 @@ static int l_sigwait(lua_State *L) {
   sigwaiter *w;
   luaL_argcheck(L, n >= 1, 1, "signal name expected");
   luaL_argcheck(L, n <= 8, 9, "at most 8 signals");
-  for (i = 0; i < n; i++) nums[i] = check_signal(L, i + 1);
+  for (i = 0; i < n; i++) nums[i] = loom_check_signal(L, i + 1);
   t = loom_checkrunning(L, S, "wait");
   if ((w = calloc(1, sizeof *w)) == NULL) return luaL_error(L, "wait: out of memory");
   for (i = 0; i < n; i++) {
@@ -304,7 +304,7 @@ static int l_sigwait(lua_State *L) {
 /* loom.core._raise(name): ends the process by the signal, with its default
    effect (as if it had not been caught): the conventional exit status. */
 static int l_raise(lua_State *L) {
-  int sig = check_signal(L, 1);
+  int sig = loom_check_signal(L, 1);
   fflush(NULL); /* the signal ends the process without exit's flushing */
   signal(sig, SIG_DFL);
   raise(sig);

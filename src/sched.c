@@ -96,14 +96,20 @@ static void step(loom_loop *lp, loom_task *t) {
   }
   t->state = LOOM_RUNNING;
   lp->current = t;
+  if (t->due) { /* how late a timer's task runs is the lag users feel */
+    loom_lag_note(lp, lp->step_start, t->due);
+    t->due = 0;
+  }
   status = lua_resume(t->co, lp->L, t->nargs, &nres);
   lp->current = NULL;
+  lp->steps++;
   if (lp->debug) loom_debug_step(lp, t, status);
   if (status != LUA_YIELD) {
     loom_finish(lp, t, status, nres);
     return;
   }
   lua_pop(t->co, nres);
+  t->since = lp->step_start; /* waiting from this step on, for loom.dump */
   if (t->state == LOOM_RUNNING) { /* a plain coroutine.yield(): as sleep(0) */
     t->kept = -1; /* not in a loom call: a cancellation waits for one */
     t->state = LOOM_WAITING;
@@ -251,6 +257,7 @@ static void abandon(loom_loop *lp) {
 
 static void teardown(loom_loop *lp) {
   loom_thread_detach(lp);
+  loom_inspect_close(lp);
   lp->S->last_handles = 0;
   uv_walk(&lp->uv, count_and_close, lp);
   uv_run(&lp->uv, UV_RUN_DEFAULT);

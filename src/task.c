@@ -102,6 +102,7 @@ void loom_push_name(lua_State *L, int idx, loom_task *t) {
 static void task_timer_fire(loom_loop *lp, loom_timer *tm) {
   loom_task *t = loom_container(tm, loom_task, timer);
   t->timed_out = 1;
+  t->due = tm->deadline;
   loom_wake(lp, t, 0);
 }
 

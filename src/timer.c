@@ -75,6 +75,7 @@ void loom_timer_stop(loom_loop *lp, loom_timer *tm) {
 void loom_timers_fire(loom_loop *lp, uint64_t now) {
   while (lp->heap_n > 0 && lp->heap[0]->deadline <= now) {
     loom_timer *tm = lp->heap[0];
+    loom_lag_note(lp, now, tm->deadline);
     loom_timer_stop(lp, tm);
     tm->fire(lp, tm);
   }

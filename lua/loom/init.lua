@@ -295,9 +295,11 @@ function loom.dump(out)
   local members = core._group_members
   local lines = { ("loom: %d live task%s"):format(#tasks, #tasks == 1 and "" or "s") }
   local function show(t, depth)
-    local id, parent, where, spawned = task_info(t)
+    local id, parent, where, spawned, age, waits_in = task_info(t)
     local line = ("%s%s [%s]"):format(("  "):rep(depth), t.name, t:status())
+    if waits_in then line = line .. " in " .. waits_in end
     if where then line = line .. " at " .. where end
+    if age then line = line .. (" for %.3f s"):format(age) end
     if spawned then line = line .. " (spawned at " .. spawned .. ")" end
     if members[t] then line = line .. " in a group" end
     if depth == 0 and parent ~= 0 then line = line .. (" (its parent, task-%d, has ended)"):format(parent) end
@@ -310,7 +312,30 @@ function loom.dump(out)
   return text
 end
 
-local run_options = { debug = true, slow_step = true, shutdown_signals = true }
+-- The inspect signal's writer: the task tree and the loop's figures, on
+-- stderr or appended to LOOM_INSPECT_FILE. Runs on the loop's thread
+-- between steps, and never blocks.
+local function inspect_writer()
+  local path = os.getenv("LOOM_INSPECT_FILE")
+  local out = path and path ~= "" and io.open(path, "a") or io.stderr
+  out:write(("loom: inspect at %s\n"):format(os.date("!%Y-%m-%d %H:%M:%S UTC")))
+  loom.dump(out)
+  local s = core.stats()
+  out:write(("loom: stats: %d tasks, %d ready, %d handles, %d steps; loop lag %.1f ms at most, %.1f ms in the last second\n")
+    :format(s.tasks, s.ready, s.handles, s.steps, s.loop_lag_max * 1000, s.loop_lag_recent * 1000))
+  if out == io.stderr then out:flush() else out:close() end
+end
+
+-- fn, with the inspect signal installed first when asked for.
+local function with_inspect(signal, fn)
+  if signal == nil or signal == "" then return fn end
+  return function(...)
+    core._inspect(signal, inspect_writer)
+    return fn(...)
+  end
+end
+
+local run_options = { debug = true, slow_step = true, shutdown_signals = true, inspect = true }
 local warned_guess = false
 
 -- loom.run with options decided: opts is a table (possibly empty).
@@ -327,7 +352,11 @@ local function run_with(opts, fn, ...)
   if sigs ~= nil and (type(sigs) ~= "table" or #sigs == 0) then
     error("bad argument #1 to 'run' (shutdown_signals must be a list of signal names)", 3)
   end
+  if opts.inspect ~= nil and type(opts.inspect) ~= "string" and math.type(opts.inspect) ~= "integer" then
+    error("bad argument #1 to 'run' (inspect must be a signal name such as \"SIGUSR1\")", 3)
+  end
   if opts.debug ~= nil or opts.slow_step ~= nil then core._debug(opts.debug, opts.slow_step) end
+  fn = with_inspect(opts.inspect or os.getenv("LOOM_INSPECT"), fn)
   if sigs == nil then return core_run(fn, ...) end
   local caught
   local results = table.pack(pcall(core_run, function(...)
@@ -358,7 +387,10 @@ end
 -- cleanup runs, the other tasks are cancelled and awaited, and the process
 -- ends by that signal, exit status 130 or 143); `debug = true` (debug mode,
 -- as LOOM_DEBUG=1: spawn locations recorded, steps longer than `slow_step`
--- seconds, default 0.1, reported on stderr); an unknown option raises
+-- seconds, default 0.1, reported on stderr); `inspect = "SIGUSR1"` (as
+-- LOOM_INSPECT=SIGUSR1: on that signal the program writes `loom.dump()` and
+-- `loom.stats()` to stderr, or appends them to LOOM_INSPECT_FILE, and goes
+-- on); an unknown option raises
 -- @tparam function fn the main task's body
 -- @param ... its arguments
 -- @return fn's results
@@ -379,6 +411,7 @@ function loom.run(opts, fn, ...)
   local main, arg1 = opts, fn
   if select("#", ...) ~= 0 or type(arg1) ~= "table" or
       (arg1.shutdown_signals == nil and arg1.debug == nil and arg1.slow_step == nil) then
+    main = with_inspect(os.getenv("LOOM_INSPECT"), main)
     if arg1 == nil and select("#", ...) == 0 then return core_run(main) end
     return core_run(main, arg1, ...)
   end
