@@ -18,8 +18,8 @@
 
 /* A frame of loom's own Lua modules is not where the user's code is. */
 static int is_library(const lua_Debug *ar) {
-  const char *s = ar->short_src, *slash = strrchr(s, '/');
-  return slash != NULL && slash - s >= 5 && strncmp(slash - 5, "/loom", 5) == 0 && strstr(slash, ".lua") != NULL &&
+  const char *s = ar->short_src;
+  return (strstr(s, "/loom/") != NULL || strncmp(s, "loom/", 5) == 0) && strstr(s, ".lua") != NULL &&
          strstr(s, "examples/") == NULL && strstr(s, "spec/") == NULL;
 }
 
@@ -40,13 +40,18 @@ static int push_where(lua_State *L, lua_State *co, int level) {
    one the user's code called (nil when unknown). */
 static void push_waits_in(lua_State *L, lua_State *co) {
   lua_Debug ar;
-  const char *name = NULL;
-  int level;
+  const char *name = NULL, *innermost = NULL;
+  int level, user = 0;
   for (level = 0; lua_getstack(co, level, &ar); level++) {
     if (!lua_getinfo(co, "Sln", &ar)) continue;
-    if (ar.currentline > 0 && !is_library(&ar)) break;
+    if (ar.currentline > 0 && !is_library(&ar)) {
+      user = 1;
+      break;
+    }
     if (ar.name) name = ar.name;
+    if (ar.name && innermost == NULL) innermost = ar.name;
   }
+  if (!user) name = innermost; /* a task of loom's own (a connection's): where loom waits */
   if (name)
     lua_pushstring(L, name);
   else
