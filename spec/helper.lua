@@ -1,6 +1,7 @@
 -- Shared test helpers (loaded by busted through .busted, and required by specs).
 local loom = require "loom"
 local core = require "loom.core"
+local async = require "loom.busted"
 
 local helper = {}
 
@@ -8,25 +9,12 @@ local helper = {}
 -- so RSS says nothing about leaks (LeakSanitizer checks them instead).
 helper.sanitized = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) ~= nil
 
---- Runs body(...) as the main task of loom.run with a hard time limit
--- (seconds, default 5); failures re-raise with the task's traceback, and a
--- test that leaves a libuv handle open fails. Returns body's results.
+--- Runs body(...) as the main task of loom.run through loom.busted (a hard
+-- wall-time limit, default 5 s; failures re-raise with the task's traceback;
+-- a test that leaves a handle open or a task error unretrieved fails).
+-- Returns body's results.
 function helper.run(body, limit, ...)
-  limit = limit or 5
-  local results = table.pack(loom.run(function(...)
-    local main = loom.current()
-    local dog = loom.spawn(function()
-      loom.sleep(limit)
-      main:cancel(("test timed out after %g s"):format(limit))
-    end)
-    dog.name = "watchdog"
-    local r = table.pack(body(...))
-    dog:cancel()
-    return table.unpack(r, 1, r.n)
-  end, ...))
-  local left = core._last_handles()
-  if left ~= 0 then error(("%d libuv handle(s) left open"):format(left), 2) end
-  return table.unpack(results, 1, results.n)
+  return async.run(body, { timeout = limit or 5 }, ...)
 end
 
 local function shell_quote(s)

@@ -80,7 +80,7 @@ static int on_begin(http_parser *p) {
   hc->hlen = 0;
   hc->btotal = 0;
   hc->last = -1;
-  if (hc->head_timeout > 0) hc->head_deadline = uv_hrtime() + (uint64_t)(hc->head_timeout * 1e9);
+  if (hc->head_timeout > 0) hc->head_deadline = loom_time(hc->st->lp) + (uint64_t)(hc->head_timeout * 1e9);
   return 0;
 }
 
@@ -265,8 +265,8 @@ static int parse_fail(lua_State *L, hconn *hc) {
   return 4;
 }
 
-static uint64_t deadline_in(double s) {
-  return s > 0 ? uv_hrtime() + (uint64_t)(s * 1e9) : 0;
+static uint64_t deadline_in(const hconn *hc, double s) {
+  return s > 0 ? loom_time(hc->st->lp) + (uint64_t)(s * 1e9) : 0;
 }
 
 /* Pushes s[0, n) with %XX decoded (and '+' as a space when plus). */
@@ -444,8 +444,8 @@ static int next_step(lua_State *L, hconn *hc, loom_task *t, lua_KFunction k) {
     }
     if (st->rerr) return loom_fail(L, st->rerr, NULL);
     if (!st->eof) {
-      uint64_t deadline = !hc->begun ? deadline_in(hc->idle_timeout)
-                          : hc->discard ? deadline_in(hc->body_timeout) : hc->head_deadline;
+      uint64_t deadline = !hc->begun ? deadline_in(hc, hc->idle_timeout)
+                          : hc->discard ? deadline_in(hc, hc->body_timeout) : hc->head_deadline;
       return loom_stream_wait(L, t, st, deadline, k);
     }
     if (!hc->begun) {
@@ -529,7 +529,7 @@ static int read_step(lua_State *L, hconn *hc, loom_task *t, int all) {
       continue;
     }
     if (st->rerr) return loom_fail(L, st->rerr, NULL);
-    if (!st->eof) return loom_stream_wait(L, t, st, deadline_in(hc->body_timeout), read_k);
+    if (!st->eof) return loom_stream_wait(L, t, st, deadline_in(hc, hc->body_timeout), read_k);
     if (feed(hc) < 0 || !hc->msg_done) { /* the end before the body's: truncated */
       if (hc->err_status == 0) hc->err_status = 400;
       return parse_fail(L, hc);

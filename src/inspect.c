@@ -7,6 +7,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include "loom.h"
 #include "handle.h"
 
@@ -119,17 +120,67 @@ static int l_inspect(lua_State *L) {
   return 1;
 }
 
-/* loom.run's teardown: the inspect handle goes first (it is not the user's). */
+/* A real-time alarm: fn() once, `seconds` of wall time after it was set,
+   whatever the loop's clock (the virtual one jumps); it does not keep the
+   loop alive. loom.busted's hard timeout. */
+static void on_alarm(uv_timer_t *h) {
+  loom_loop *lp = h->data;
+  lua_State *L = lp->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->alarm_ref);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    fprintf(stderr, "loom: alarm: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  uv_stop(&lp->uv); /* what it woke runs now */
+}
+
+/* loom.core._alarm(seconds, fn): see on_alarm; one per loop. */
+static int l_alarm(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  loom_loop *lp = S->loop;
+  lua_Number s = luaL_checknumber(L, 1);
+  uv_timer_t *h;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lp == NULL) return loom_not_in_task(L, "alarm");
+  if (lp->alarm) return luaL_error(L, "alarm: already set");
+  if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "alarm: out of memory");
+  uv_timer_init(&lp->uv, h);
+  h->data = lp;
+  uv_timer_start(h, on_alarm, (uint64_t)(s > 0 ? s * 1000 : 0), 0);
+  uv_unref((uv_handle_t *)h);
+  lua_pushvalue(L, 2);
+  lp->alarm_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lp->alarm = h;
+  return 0;
+}
+
+/* loom.core._unretrieved(): how many unretrieved task errors were reported,
+   and the last report. */
+static int l_unretrieved(lua_State *L) {
+  lua_pushinteger(L, loom_getstate(L)->unretrieved);
+  lua_getfield(L, LUA_REGISTRYINDEX, "loom.unretrieved");
+  return 2;
+}
+
+/* loom.run's teardown: the inspect and alarm handles go first (they are
+   not the user's). */
 void loom_inspect_close(loom_loop *lp) {
-  if (lp->inspect == NULL) return;
-  uv_close((uv_handle_t *)lp->inspect, inspect_closed);
-  luaL_unref(lp->L, LUA_REGISTRYINDEX, lp->inspect_ref);
-  lp->inspect = NULL;
+  if (lp->inspect) {
+    uv_close((uv_handle_t *)lp->inspect, inspect_closed);
+    luaL_unref(lp->L, LUA_REGISTRYINDEX, lp->inspect_ref);
+    lp->inspect = NULL;
+  }
+  if (lp->alarm) {
+    uv_close((uv_handle_t *)lp->alarm, inspect_closed);
+    luaL_unref(lp->L, LUA_REGISTRYINDEX, lp->alarm_ref);
+    lp->alarm = NULL;
+  }
 }
 
 /* Expects [state, module]. */
 void loom_open_inspect(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"stats", l_stats}, {"_inspect", l_inspect}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"stats", l_stats}, {"_inspect", l_inspect}, {"_alarm", l_alarm},
+                                   {"_unretrieved", l_unretrieved}, {NULL, NULL}};
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);
 }

@@ -135,6 +135,8 @@ typedef struct loom_state {
   unsigned next_id;
   int last_handles; /* handles the last loom.run found still open at its end */
   int debug_next;    /* debug mode asked for the next loom.run (debug.c) */
+  int vclock_next;   /* the virtual clock asked for the next loom.run (timer.c) */
+  int unretrieved;   /* unretrieved task errors reported so far (task.c) */
   uint64_t slow_next;
 } loom_state;
 
@@ -166,7 +168,18 @@ struct loom_loop {
   int nhandles;                           /* counted by loom.stats */
   uv_signal_t *inspect;                   /* the inspect signal, NULL when off */
   int inspect_ref;                        /* the writer it calls */
+  uv_timer_t *alarm;                      /* a real-time alarm (loom.busted's timeout), NULL when none */
+  int alarm_ref;                          /* what it calls */
+  /* the virtual clock (timer.c): time moves only when nothing else can happen */
+  int vclock;
+  uint64_t vnow;
 };
+
+/* The loop's clock in nanoseconds: the monotonic clock, or the virtual one
+   (from 0) under loom.run({clock = "virtual"}). Every deadline is on it. */
+static inline uint64_t loom_time(const loom_loop *lp) {
+  return lp != NULL && lp->vclock ? lp->vnow : uv_hrtime();
+}
 
 #define loom_getstate(L) ((loom_state *)lua_touserdata((L), lua_upvalueindex(1)))
 
@@ -238,6 +251,7 @@ void loom_timer_start(loom_loop *lp, loom_timer *tm, uint64_t deadline);
 void loom_timer_stop(loom_loop *lp, loom_timer *tm);
 void loom_timers_fire(loom_loop *lp, uint64_t now);
 void loom_timers_arm(loom_loop *lp, uint64_t now);
+void loom_virtual_wait(loom_loop *lp);
 uint64_t loom_deadline(lua_State *L, int arg);
 void loom_close_scopes(loom_loop *lp, loom_task *t);
 void loom_free_scopes(loom_state *S);

@@ -585,7 +585,7 @@ static int l_connect(lua_State *L) {
   loom_suspend(L, t);
   t->undo = connect_undo;
   t->waitobj = c;
-  if (timeout > 0) loom_timer_start(S->loop, &t->timer, uv_hrtime() + (uint64_t)(timeout * 1e9));
+  if (timeout > 0) loom_timer_start(S->loop, &t->timer, loom_time(S->loop) + (uint64_t)(timeout * 1e9));
   return loom_yield(L, t, connect_k);
 }
 

@@ -97,7 +97,7 @@ static void step(loom_loop *lp, loom_task *t) {
   t->state = LOOM_RUNNING;
   lp->current = t;
   if (t->due) { /* how late a timer's task runs is the lag users feel */
-    loom_lag_note(lp, lp->step_start, t->due);
+    if (!lp->vclock) loom_lag_note(lp, lp->step_start, t->due);
     t->due = 0;
   }
   status = lua_resume(t->co, lp->L, t->nargs, &nres);
@@ -206,10 +206,18 @@ static int driver(lua_State *L) {
       cancel_all(lp);
       continue;
     }
-    now = uv_hrtime();
+    now = loom_time(lp);
     loom_timers_fire(lp, now);
     if (lp->ready_head) {
       uv_run(&lp->uv, UV_RUN_NOWAIT);
+      continue;
+    }
+    if (lp->vclock) {
+      if (lp->heap_n == 0 && !uv_loop_alive(&lp->uv)) {
+        deadlock(lp);
+        continue;
+      }
+      loom_virtual_wait(lp);
       continue;
     }
     loom_timers_arm(lp, now);
@@ -301,6 +309,8 @@ int loom_run(lua_State *L) {
   lp->S = S;
   lp->L = L;
   loom_debug_setup(S, lp);
+  lp->vclock = S->vclock_next;
+  S->vclock_next = 0;
   loom_list_init(&lp->live);
   S->loop = lp;
   lua_getiuservalue(L, lua_upvalueindex(1), LOOM_SUV_POOL);

@@ -74,7 +74,7 @@ void loom_stream_shut(lstream *st) {
   if (st->h.uv && st->queued > 0 && !st->werr) {
     st->flushing = 1;
     st->lp->lingering++;
-    loom_timer_start(st->lp, &st->linger, uv_hrtime() + (uint64_t)(st->linger_s * 1e9));
+    loom_timer_start(st->lp, &st->linger, loom_time(st->lp) + (uint64_t)(st->linger_s * 1e9));
   } else {
     close_handle(st);
   }
@@ -248,13 +248,13 @@ static int wait_data(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
   t->undo = read_undo;
   t->waitobj = st;
   loom_list_append(&st->readers, &t->wait);
-  if (st->timeout > 0) loom_timer_start(S->loop, &t->timer, uv_hrtime() + (uint64_t)(st->timeout * 1e9));
+  if (st->timeout > 0) loom_timer_start(S->loop, &t->timer, loom_time(S->loop) + (uint64_t)(st->timeout * 1e9));
   return loom_yield(L, t, read_k);
 }
 
 /* For parsers reading a stream's buffer in place (http.c): suspends the
    running task until more bytes, the end or an error arrive, or until
-   deadline (uv_hrtime ns, 0: none); then k runs (t->timed_out says which).
+   deadline (loom_time ns, 0: none); then k runs (t->timed_out says which).
    Returns loom_fail's values if reading cannot start. */
 int loom_stream_wait(lua_State *L, loom_task *t, lstream *st, uint64_t deadline, lua_KFunction k) {
   int rc = start_reading(st);
@@ -544,7 +544,7 @@ int loom_stream_drain(lua_State *L, loom_task *t, lstream *st, lua_KFunction k) 
   loom_suspend(L, t);
   t->waitobj = st;
   loom_list_append(&st->writers, &t->wait);
-  if (st->timeout > 0) loom_timer_start(st->lp, &t->timer, uv_hrtime() + (uint64_t)(st->timeout * 1e9));
+  if (st->timeout > 0) loom_timer_start(st->lp, &t->timer, loom_time(st->lp) + (uint64_t)(st->timeout * 1e9));
   return loom_yield(L, t, k ? k : write_k);
 }
 

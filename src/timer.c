@@ -89,6 +89,10 @@ void loom_timers_fire(loom_loop *lp, uint64_t now) {
 static void on_timer(uv_timer_t *h) {
   loom_loop *lp = h->data;
   uint64_t now = uv_hrtime();
+  if (lp->vclock) { /* the real-time cap of a virtual wait: it only ends the poll */
+    uv_stop(&lp->uv);
+    return;
+  }
   loom_timers_fire(lp, now);
   loom_timers_arm(lp, now);
   if (lp->ready_head) uv_stop(&lp->uv);
@@ -111,14 +115,50 @@ void loom_timers_arm(loom_loop *lp, uint64_t now) {
   uv_timer_start(&lp->timer, on_timer, ms, 0);
 }
 
+/* Polls without waiting until a poll runs nothing: a task run inline from a
+   callback may write what another socket of this process reads, which only
+   the next poll sees. */
+static void drain_io(loom_loop *lp) {
+  int i;
+  for (i = 0; i < 64; i++) {
+    uint64_t steps = lp->steps;
+    uv_run(&lp->uv, UV_RUN_NOWAIT);
+    if (lp->ready_head || (lp->steps == steps && i > 0)) return;
+  }
+}
+
+/* The virtual clock's turn, when no task is ready: I/O that has arrived is
+   taken first (polls that do not wait); thread.run work still running is
+   waited for, and other requests in flight (files, name lookups, connects,
+   writes) are given 1 ms of real time; then, if still nothing is ready,
+   time jumps to the next deadline. With no deadline left, only I/O can wake
+   anything: the poll waits for it. */
+void loom_virtual_wait(loom_loop *lp) {
+  drain_io(lp);
+  if (lp->ready_head) return;
+  if (lp->jobs > 0 || lp->uv.active_reqs.count > 0) {
+    lp->timer.data = lp;
+    uv_timer_start(&lp->timer, on_timer, 1, 0);
+    uv_run(&lp->uv, UV_RUN_ONCE);
+    uv_timer_stop(&lp->timer);
+    if (lp->ready_head || lp->jobs > 0) return;
+  }
+  if (lp->heap_n > 0) {
+    if (lp->heap[0]->deadline > lp->vnow) lp->vnow = lp->heap[0]->deadline;
+    return;
+  }
+  if (uv_loop_alive(&lp->uv)) uv_run(&lp->uv, UV_RUN_ONCE);
+}
+
 /* The deadline `arg` seconds from now; NO_DEADLINE for math.huge. */
 uint64_t loom_deadline(lua_State *L, int arg) {
   lua_Number s = luaL_checknumber(L, arg);
+  loom_loop *lp = loom_getstate(L)->loop;
   if (!(s >= 0)) /* also NaN */
     luaL_argerror(L, arg, lua_pushfstring(L, "duration must be a non-negative number, got %s",
                                           s != s ? "nan" : lua_tostring(L, arg)));
   if (s > 1e9) return NO_DEADLINE; /* beyond 31 years: forever */
-  return uv_hrtime() + (uint64_t)(s * 1e9);
+  return loom_time(lp) + (uint64_t)(s * 1e9);
 }
 
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
@@ -305,14 +345,22 @@ blocks.
 @usage local t0 = loom.now(); work(); print(loom.now() - t0)
 */
 static int l_now(lua_State *L) {
-  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+  lua_pushnumber(L, (lua_Number)loom_time(loom_getstate(L)->loop) / 1e9);
   return 1;
+}
+
+/* loom.core._clock("virtual" | "real"): the clock of the next loom.run. */
+static int l_clock(lua_State *L) {
+  static const char *const names[] = {"real", "virtual", NULL};
+  loom_getstate(L)->vclock_next = luaL_checkoption(L, 1, NULL, names);
+  return 0;
 }
 
 void loom_open_timer(lua_State *L) {
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
                                    {"now", l_now},
                                    {"timeout", l_timeout},
+                                   {"_clock", l_clock},
                                    {NULL, NULL}};
   lua_pushvalue(L, -2); /* state */
   luaL_setfuncs(L, funcs, 1);

@@ -335,7 +335,7 @@ local function with_inspect(signal, fn)
   end
 end
 
-local run_options = { debug = true, slow_step = true, shutdown_signals = true, inspect = true }
+local run_options = { debug = true, slow_step = true, shutdown_signals = true, inspect = true, clock = true }
 local warned_guess = false
 
 -- loom.run with options decided: opts is a table (possibly empty).
@@ -355,7 +355,11 @@ local function run_with(opts, fn, ...)
   if opts.inspect ~= nil and type(opts.inspect) ~= "string" and math.type(opts.inspect) ~= "integer" then
     error("bad argument #1 to 'run' (inspect must be a signal name such as \"SIGUSR1\")", 3)
   end
+  if opts.clock ~= nil and opts.clock ~= "virtual" and opts.clock ~= "real" then
+    error("bad argument #1 to 'run' (clock must be \"virtual\" or \"real\")", 3)
+  end
   if opts.debug ~= nil or opts.slow_step ~= nil then core._debug(opts.debug, opts.slow_step) end
+  if opts.clock then core._clock(opts.clock) end
   fn = with_inspect(opts.inspect or os.getenv("LOOM_INSPECT"), fn)
   if sigs == nil then return core_run(fn, ...) end
   local caught
@@ -390,7 +394,9 @@ end
 -- seconds, default 0.1, reported on stderr); `inspect = "SIGUSR1"` (as
 -- LOOM_INSPECT=SIGUSR1: on that signal the program writes `loom.dump()` and
 -- `loom.stats()` to stderr, or appends them to LOOM_INSPECT_FILE, and goes
--- on); an unknown option raises
+-- on); `clock = "virtual"` (a test clock: `loom.now()` starts at 0 and,
+-- whenever nothing is ready and no I/O has arrived, jumps to the next
+-- deadline); an unknown option raises
 -- @tparam function fn the main task's body
 -- @param ... its arguments
 -- @return fn's results
