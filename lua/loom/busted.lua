@@ -65,10 +65,8 @@ function async.run(body, opts, ...)
   return table.unpack(results, 2, results.n)
 end
 
---- A busted test function running `body` under loom (see the module).
--- @func body the test's body
--- @tparam[opt] table opts as `run`'s
--- @return a function for busted's `it`
+-- async(body [, opts]): a busted test function running body under loom
+-- (see the module's description).
 return setmetatable(async, {
   __call = function(_, body, opts)
     if type(body) ~= "function" then
