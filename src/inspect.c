@@ -5,6 +5,10 @@
  * (lua/loom/init.lua writes it; the handler runs from the loop thread, in a
  * libuv callback between steps, never from the signal handler itself).
  */
+
+/***
+@module loom
+*/
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
