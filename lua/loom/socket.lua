@@ -406,7 +406,7 @@ end
 -- One read of whatever comes; nil, err ("timeout", "closed" ...) else.
 local function pull(self, dl)
   if self._rclosed then return nil, "closed" end
-  local st, t = self._stream, wait_for(self, dl)
+  local st, t = self._stream, self._timeout and wait_for(self, dl) or 0
   if t ~= self._st_timeout then -- the stream keeps it: set only when it changes
     st:set_timeout(t)
     self._st_timeout = t
@@ -435,7 +435,7 @@ function TCP:receive(pattern, prefix)
   local buf, pos = self._buf, self._pos
   if pattern == "*l" or pattern == "l" then
     while true do
-      local i = find(buf, "\n", pos, true)
+      local i = pos <= #buf and find(buf, "\n", pos, true)
       if i then
         local cr, line = find(buf, "\r", pos, true), nil
         if cr == i - 1 then -- the usual CRLF: one copy
@@ -502,16 +502,18 @@ end
 -- last byte sent before the failure
 function TCP:send(data, i, j)
   if self._state ~= "client" then return wrong_state(self, "not connected") end
-  if type(data) == "number" then data = tostring(data) end
   if type(data) ~= "string" then
-    error(("bad argument #1 to 'send' (string expected, got %s)"):format(type(data)), 2)
+    if type(data) ~= "number" then
+      error(("bad argument #1 to 'send' (string expected, got %s)"):format(type(data)), 2)
+    end
+    data = tostring(data)
   end
   local len = #data
   i, j = i or 1, j or -1
   if i < 0 then i = math.max(len + i + 1, 1) elseif i < 1 then i = 1 end
   if j < 0 then j = len + j + 1 elseif j > len then j = len end
   if i > j then return i - 1.0, nil, nil end
-  local st, t = self._stream, wait_for(self, self._timeout and deadline(self))
+  local st, t = self._stream, self._timeout and wait_for(self, deadline(self)) or 0
   if t ~= self._st_timeout then
     st:set_timeout(t)
     self._st_timeout = t
