@@ -76,7 +76,12 @@ for line in io.lines(file) do
     end
   elseif section == "https" then
     local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
-    if mode then
+    local cl, ca = line:match("^https client%s+loom%s+(%d+) req/s%s+aiohttp%s+(%d+) req/s")
+    if cl then
+      https.client = https.client or { loom = {}, aiohttp = {} }
+      table.insert(https.client.loom, tonumber(cl))
+      table.insert(https.client.aiohttp, tonumber(ca))
+    elseif mode then
       https[mode] = https[mode] or {}
       https[mode][name] = https[mode][name] or {}
       table.insert(https[mode][name], tonumber(rps))
@@ -101,6 +106,9 @@ end
 for _, mode in ipairs({ "keepalive", "newconn" }) do
   local h = https[mode]
   if h and h.loom and h.nginx then add("https " .. mode, "nginx", median(h.loom) / median(h.nginx)) end
+end
+if https.client then
+  add("https client", "aiohttp", median(https.client.loom) / median(https.client.aiohttp))
 end
 
 for _, size in ipairs({ "64", "16384" }) do
@@ -176,6 +184,11 @@ if arg[2] == "md" then
     if h and h.loom and h.nginx then
       row({ mode, fmt(median(h.nginx)), fmt(median(h.loom)), ("%.2f"):format(median(h.loom) / median(h.nginx)) })
     end
+  end
+  if https.client then
+    local l, a = median(https.client.loom), median(https.client.aiohttp)
+    print(("\nHTTPS client, 10,000 GETs from nginx with TLS, 50 in flight: loom %s req/s, aiohttp %s req/s (%.2fx)")
+      :format(fmt(l), fmt(a), l / a))
   end
   print("\nWebSocket echo, messages/s (medians):\n")
   row({ "size", "loom", "Node ws", "python websockets", "loom / ws", "loom / websockets" })

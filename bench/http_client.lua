@@ -1,8 +1,10 @@
 -- loom's HTTP client: N GETs of a small response with C in flight, for
--- bench/http_client.sh. Prints the requests per second.
+-- bench/http_client.sh and bench/https.sh (BENCH_CA: the CA that signed an
+-- https server's certificate). Prints the requests per second.
 -- usage: lua5.4 bench/http_client.lua URL [N] [C]
 local loom = require "loom"
 local url, n, c = arg[1], tonumber(arg[2]) or 10000, tonumber(arg[3]) or 50
+local opts = os.getenv("BENCH_CA") and { tls = { ca = os.getenv("BENCH_CA") } } or nil
 loom.run(function()
   local left = n
   local t0 = loom.now()
@@ -12,7 +14,7 @@ loom.run(function()
       g:spawn(function()
         while left > 0 do
           left = left - 1
-          local res = assert(loom.http.get(url))
+          local res = assert(loom.http.get(url, opts))
           assert(res.status == 200 and #res.body > 0)
         end
       end)

@@ -1,12 +1,15 @@
 # aiohttp's client on uvloop: N GETs with C in flight (one session, one
-# connector), for bench/http_client.sh. Prints the requests per second.
+# connector), for bench/http_client.sh and bench/https.sh (BENCH_CA: the CA
+# that signed an https server's certificate). Prints the requests per second.
 # usage: /usr/bin/python3 bench/http_client_aiohttp.py URL [N] [C]
-import asyncio, sys, time
+import asyncio, os, ssl, sys, time
 import aiohttp, uvloop
 
 async def main(url, n, c):
     left = n
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
+    ca = os.environ.get("BENCH_CA")
+    tls = ssl.create_default_context(cafile=ca) if ca else None
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c, ssl=tls)) as session:
         async def worker():
             nonlocal left
             while left > 0:
