@@ -311,4 +311,49 @@ describe("loom.tls with real peers", function()
       srv:close()
     end, 10)
   end)
+
+  it("fetches from nginx over TLS: verified, kept alive, large bodies whole; tls.connect too", function()
+    local port = free_port()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir .. "/logs " .. dir .. "/www")
+    local bytes = {}
+    for i = 1, 300000 do bytes[i] = string.char((i * 131) % 256) end
+    local big = table.concat(bytes)
+    local f = assert(io.open(dir .. "/www/big.bin", "wb"))
+    f:write(big)
+    f:close()
+    f = assert(io.open(dir .. "/nginx.conf", "w"))
+    f:write(([[daemon off; worker_processes 1; error_log %s/logs/error.log; pid %s/nginx.pid;
+events { worker_connections 64; }
+http { access_log off; ssl_session_cache shared:SSL:1m;
+  server { listen 127.0.0.1:%d ssl; ssl_certificate %sserver.pem; ssl_certificate_key %sserver.key;
+    root %s/www; location = /hello { return 200 "hello from nginx"; } } }
+]]):format(dir, dir, port, C, C, dir))
+    f:close()
+    local pid = helper.spawn_bg(("nginx -p %s -c %s/nginx.conf"):format(dir, dir))
+    local ok, err = pcall(run, function()
+      wait_port(port)
+      local base = ("https://localhost:%d"):format(port)
+      for _ = 1, 3 do
+        local r = assert(loom.http.get(base .. "/hello", { tls = trust }))
+        assert.are.same({ 200, "hello from nginx" }, { r.status, r.body })
+      end
+      local r = assert(loom.http.get(base .. "/big.bin", { tls = trust }))
+      assert.are.equal(#big, #r.body)
+      assert.are.equal(big, r.body)
+      loom.http.close_idle()
+      local s = assert(tls.connect("localhost", port, trust))
+      s:write("GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+      assert.matches("hello from nginx$", assert(s:read_all()))
+      s:close()
+      -- the system store does not know the test CA
+      local _, e, code = loom.http.get(base .. "/hello")
+      assert.are.equal("ECERT", code, e)
+      loom.http.close_idle()
+    end, 15)
+    os.execute("kill " .. pid)
+    os.execute("rm -rf " .. dir)
+    assert(ok, err)
+  end)
 end)
