@@ -645,18 +645,45 @@ static void request_undo(lua_State *L, loom_loop *lp, loom_task *t) {
   }
 }
 
-/* Waits for the turn when another task has it: 1 when the caller has it
-   now, else the yield (k runs with the turn, or with the connection closed). */
-static int take_turn(lua_State *L, pgconn *c, loom_task *t, lua_KFunction k) {
+/* The calls that send a request, by what they send; each finds its
+   arguments on the calling task's stack. */
+enum { OP_QUERY, OP_EXEC, OP_BATCH, OP_COPY };
+static int query_send(lua_State *L, pgconn *c, loom_task *t);
+static int exec_send(lua_State *L, pgconn *c, loom_task *t);
+static int batch_send(lua_State *L, pgconn *c, loom_task *t);
+static int copy_send(lua_State *L, pgconn *c, loom_task *t);
+static int (*const senders[])(lua_State *, pgconn *, loom_task *) = {query_send, exec_send, batch_send,
+                                                                     copy_send};
+
+static int turn_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Sends request op at once if the connection is free, else after the tasks
+   before it in line (op waits on top of the stack meanwhile). */
+static int with_turn(lua_State *L, pgconn *c, loom_task *t, int op) {
   if (!c->busy) {
     c->busy = 1;
-    return -1;
+    return senders[op](L, c, t);
   }
+  lua_pushinteger(L, op);
   loom_suspend(L, t);
   loom_list_append(&c->turns, &t->wait);
   t->undo = turn_undo;
   t->waitobj = c;
-  return loom_yield(L, t, k);
+  return loom_yield(L, t, turn_k);
+}
+
+/* The task has the turn, or the connection closed or broke meanwhile. */
+static int turn_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, turn_k);
+  pgconn *c = lua_touserdata(L, 1);
+  int op = (int)lua_tointeger(L, -1);
+  (void)status;
+  lua_pop(L, 1);
+  if (c->state != C_READY) {
+    if (c->state != C_CLOSED) pass_turn(c);
+    return fail_conn(L, c);
+  }
+  return senders[op](L, c, t);
 }
 
 /* The request just sent goes out: flush what the socket takes, then the
@@ -944,7 +971,6 @@ static void get_params(lua_State *L, int first, int last, params *p) {
   }
 }
 
-static int query_turn_k(lua_State *L, int status, lua_KContext ctx);
 static int query_k(lua_State *L, int status, lua_KContext ctx);
 
 /* Stack of a query: conn, sql, params..., then (after the turn) the cache
@@ -996,24 +1022,11 @@ static int c_query(lua_State *L) {
   loom_state *S = loom_getstate(L);
   pgconn *c = checkconn(L);
   loom_task *t;
-  int r;
   luaL_checkstring(L, 2);
   check_params(L, 3, lua_gettop(L), "query");
   t = loom_checkrunning(L, S, "query");
   if (c->state != C_READY) return fail_conn(L, c);
-  if ((r = take_turn(L, c, t, query_turn_k)) >= 0) return r;
-  return query_send(L, c, t);
-}
-
-static int query_turn_k(lua_State *L, int status, lua_KContext ctx) {
-  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, query_turn_k);
-  pgconn *c = lua_touserdata(L, 1);
-  (void)status;
-  if (c->state != C_READY) {
-    if (c->state != C_CLOSED) pass_turn(c);
-    return fail_conn(L, c);
-  }
-  return query_send(L, c, t);
+  return with_turn(L, c, t, OP_QUERY);
 }
 
 /* Notes in the statement cache what the first run taught: whether results
@@ -1084,7 +1097,6 @@ static int query_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* ---------------------------------------------------------------- exec */
 
-static int exec_turn_k(lua_State *L, int status, lua_KContext ctx);
 static int exec_k(lua_State *L, int status, lua_KContext ctx);
 
 static int exec_send(lua_State *L, pgconn *c, loom_task *t) {
@@ -1105,24 +1117,11 @@ static int c_exec(lua_State *L) {
   loom_state *S = loom_getstate(L);
   pgconn *c = checkconn(L);
   loom_task *t;
-  int r;
   luaL_checkstring(L, 2);
   lua_settop(L, 2);
   t = loom_checkrunning(L, S, "exec");
   if (c->state != C_READY) return fail_conn(L, c);
-  if ((r = take_turn(L, c, t, exec_turn_k)) >= 0) return r;
-  return exec_send(L, c, t);
-}
-
-static int exec_turn_k(lua_State *L, int status, lua_KContext ctx) {
-  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, exec_turn_k);
-  pgconn *c = lua_touserdata(L, 1);
-  (void)status;
-  if (c->state != C_READY) {
-    if (c->state != C_CLOSED) pass_turn(c);
-    return fail_conn(L, c);
-  }
-  return exec_send(L, c, t);
+  return with_turn(L, c, t, OP_EXEC);
 }
 
 static int exec_k(lua_State *L, int status, lua_KContext ctx) {
@@ -1148,7 +1147,6 @@ static int exec_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* --------------------------------------------------------------- batch */
 
-static int batch_turn_k(lua_State *L, int status, lua_KContext ctx);
 static int batch_k(lua_State *L, int status, lua_KContext ctx);
 
 /* Every entry is checked before the call takes its turn. */
@@ -1226,26 +1224,13 @@ static int c_batch(lua_State *L) {
   loom_state *S = loom_getstate(L);
   pgconn *c = checkconn(L);
   loom_task *t;
-  int r;
   luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
   batch_check(L);
   t = loom_checkrunning(L, S, "batch");
   if (c->state != C_READY) return fail_conn(L, c);
-  if ((r = take_turn(L, c, t, batch_turn_k)) >= 0) return r;
-  return batch_send(L, c, t);
-}
-
-static int batch_turn_k(lua_State *L, int status, lua_KContext ctx) {
-  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, batch_turn_k);
-  pgconn *c = lua_touserdata(L, 1);
-  (void)status;
-  if (c->state != C_READY) {
-    if (c->state != C_CLOSED) pass_turn(c);
-    return fail_conn(L, c);
-  }
-  return batch_send(L, c, t);
+  return with_turn(L, c, t, OP_BATCH);
 }
 
 static int batch_k(lua_State *L, int status, lua_KContext ctx) {
@@ -1275,7 +1260,6 @@ static int batch_k(lua_State *L, int status, lua_KContext ctx) {
    (lua/loom/pg.lua): the copy holds the connection's turn from _copy_start
    to its end, and an abandoned one is ended by the engine (copy_abandon). */
 
-static int copy_turn_k(lua_State *L, int status, lua_KContext ctx);
 static int copy_start_k(lua_State *L, int status, lua_KContext ctx);
 
 static int copy_send(lua_State *L, pgconn *c, loom_task *t) {
@@ -1289,24 +1273,11 @@ static int c_copy_start(lua_State *L) {
   loom_state *S = loom_getstate(L);
   pgconn *c = checkconn(L);
   loom_task *t;
-  int r;
   luaL_checkstring(L, 2);
   lua_settop(L, 2);
   t = loom_checkrunning(L, S, "copy");
   if (c->state != C_READY) return fail_conn(L, c);
-  if ((r = take_turn(L, c, t, copy_turn_k)) >= 0) return r;
-  return copy_send(L, c, t);
-}
-
-static int copy_turn_k(lua_State *L, int status, lua_KContext ctx) {
-  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, copy_turn_k);
-  pgconn *c = lua_touserdata(L, 1);
-  (void)status;
-  if (c->state != C_READY) {
-    if (c->state != C_CLOSED) pass_turn(c);
-    return fail_conn(L, c);
-  }
-  return copy_send(L, c, t);
+  return with_turn(L, c, t, OP_COPY);
 }
 
 static int copy_start_k(lua_State *L, int status, lua_KContext ctx) {
