@@ -110,6 +110,53 @@ function helper.pg_server()
   return srv
 end
 
+--- A free TCP port on 127.0.0.1 (for a peer started in the background).
+function helper.free_port()
+  local h = io.popen([[env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])']])
+  local port = tonumber(h:read("l"))
+  h:close()
+  return port
+end
+
+--- Waits, inside a task, until something accepts on port.
+function helper.wait_port(port)
+  for _ = 1, 200 do
+    local s = loom.tcp.connect("127.0.0.1", port)
+    if s then
+      s:close()
+      return
+    end
+    loom.sleep(0.02)
+  end
+  error("nothing listens on port " .. port)
+end
+
+--- An nginx of its own (one worker, a temp dir): `files` (name -> content)
+-- are served from its root, `server(port, root)` gives the server block.
+-- Returns `{port, stop()}`; wait for it with wait_port inside a task.
+function helper.nginx(files, server)
+  local port, dir = helper.free_port(), os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p " .. dir .. "/logs " .. dir .. "/www")
+  for name, content in pairs(files) do
+    local f = assert(io.open(dir .. "/www/" .. name, "wb"))
+    f:write(content)
+    f:close()
+  end
+  local f = assert(io.open(dir .. "/nginx.conf", "w"))
+  f:write(("daemon off; worker_processes 1; error_log %s/logs/error.log; pid %s/nginx.pid;\n"):format(dir, dir),
+    "events { worker_connections 256; }\n", "http { access_log off; ", server(port, dir .. "/www"), " }\n")
+  f:close()
+  local pid = helper.spawn_bg(("nginx -p %s -c %s/nginx.conf"):format(dir, dir))
+  return {
+    port = port,
+    stop = function()
+      os.execute("kill " .. pid)
+      os.execute("rm -rf " .. dir)
+    end,
+  }
+end
+
 --- Seconds taken by fn(...).
 function helper.elapsed(fn, ...)
   local t0 = loom.now()

@@ -202,31 +202,11 @@ describe("loom.socket", function()
     setup(function() package.path = package.path .. ";/usr/share/lua/5.3/?.lua" end)
     teardown(function() package.path = saved_path end)
 
-    local function free_port()
-      local h = io.popen([[env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])']])
-      local port = tonumber(h:read("l"))
-      h:close()
-      return port
-    end
-
-    -- Waits (inside a task) until something accepts on port.
-    local function wait_listening(port)
-      for _ = 1, 200 do
-        local s = loom.tcp.connect("127.0.0.1", port)
-        if s then
-          s:close()
-          return
-        end
-        loom.sleep(0.02)
-      end
-      error("nothing listens on " .. port)
-    end
-
     it("runs redis-lua unmodified from 100 tasks on a real redis-server, the loop never blocked", function()
-      local port = free_port()
+      local port = helper.free_port()
       local pid = helper.spawn_bg(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no"):format(port))
       local ok, err = pcall(run, function()
-        wait_listening(port)
+        helper.wait_port(port)
         local redis = require "redis"
         local worst, ticking = 0, true
         local ticker = loom.spawn(function()
@@ -274,25 +254,15 @@ describe("loom.socket", function()
     end)
 
     it("runs LuaSocket's own socket.http with create = loom.socket.tcp: 50 downloads from nginx at once", function()
-      local port = free_port()
-      local dir = os.tmpname()
-      os.remove(dir)
-      os.execute("mkdir -p " .. dir .. "/logs " .. dir .. "/www")
       local bytes = {}
       for i = 1, 200000 do bytes[i] = string.char((i * 7919) % 251) end
       local body = table.concat(bytes)
-      local f = assert(io.open(dir .. "/www/file.bin", "wb"))
-      f:write(body)
-      f:close()
-      f = assert(io.open(dir .. "/nginx.conf", "w"))
-      f:write(([[daemon off; worker_processes 1; error_log %s/logs/error.log; pid %s/nginx.pid;
-events { worker_connections 256; }
-http { access_log off; server { listen 127.0.0.1:%d; root %s/www; } }
-]]):format(dir, dir, port, dir))
-      f:close()
-      local pid = helper.spawn_bg(("nginx -p %s -c %s/nginx.conf"):format(dir, dir))
+      local nginx = helper.nginx({ ["file.bin"] = body }, function(port, root)
+        return ("server { listen 127.0.0.1:%d; root %s; }"):format(port, root)
+      end)
+      local port = nginx.port
       local ok, err = pcall(run, function()
-        wait_listening(port)
+        helper.wait_port(port)
         local http, ltn12 = require "socket.http", require "ltn12"
         local got = {}
         loom.group(function(g)
@@ -319,8 +289,7 @@ http { access_log off; server { listen 127.0.0.1:%d; root %s/www; } }
         assert.are.same({ nil, "connection refused" },
           { http.request { url = "http://127.0.0.1:1/", create = lsocket.tcp } })
       end, 20)
-      os.execute("kill " .. pid)
-      os.execute("rm -rf " .. dir)
+      nginx.stop()
       assert(ok, err)
     end)
   end)

@@ -9,15 +9,7 @@ local C = helper.certs()
 local server_ctx = { cert = C .. "server.pem", key = C .. "server.key" }
 local trust = { ca = C .. "ca.pem" }
 
-local function free_port()
-  local port
-  run(function()
-    local l = assert(loom.tcp.listen("127.0.0.1", 0))
-    port = select(2, l:address())
-    l:close()
-  end)
-  return port
-end
+local free_port, wait_port = helper.free_port, helper.wait_port
 
 -- A TLS echo server (loom) with ctx; returns it and its port.
 local function echo_server(ctx, extra)
@@ -27,16 +19,6 @@ local function echo_server(ctx, extra)
     for line in s:lines() do s:write("echo ", line, "\n") end
   end, opts))
   return srv, select(2, srv:address())
-end
-
--- Waits until something listens on port (a peer started in the background).
-local function wait_port(port)
-  for _ = 1, 200 do
-    local s = loom.tcp.connect("127.0.0.1", port)
-    if s then s:close() return end
-    loom.sleep(0.02)
-  end
-  error("nothing listens on port " .. port)
 end
 
 describe("loom.tls", function()
@@ -313,25 +295,15 @@ describe("loom.tls with real peers", function()
   end)
 
   it("fetches from nginx over TLS: verified, kept alive, large bodies whole; tls.connect too", function()
-    local port = free_port()
-    local dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p " .. dir .. "/logs " .. dir .. "/www")
     local bytes = {}
     for i = 1, 300000 do bytes[i] = string.char((i * 131) % 256) end
     local big = table.concat(bytes)
-    local f = assert(io.open(dir .. "/www/big.bin", "wb"))
-    f:write(big)
-    f:close()
-    f = assert(io.open(dir .. "/nginx.conf", "w"))
-    f:write(([[daemon off; worker_processes 1; error_log %s/logs/error.log; pid %s/nginx.pid;
-events { worker_connections 64; }
-http { access_log off; ssl_session_cache shared:SSL:1m;
-  server { listen 127.0.0.1:%d ssl; ssl_certificate %sserver.pem; ssl_certificate_key %sserver.key;
-    root %s/www; location = /hello { return 200 "hello from nginx"; } } }
-]]):format(dir, dir, port, C, C, dir))
-    f:close()
-    local pid = helper.spawn_bg(("nginx -p %s -c %s/nginx.conf"):format(dir, dir))
+    local nginx = helper.nginx({ ["big.bin"] = big }, function(port, root)
+      return ("ssl_session_cache shared:SSL:1m; server { listen 127.0.0.1:%d ssl; ssl_certificate %sserver.pem; " ..
+        "ssl_certificate_key %sserver.key; root %s; location = /hello { return 200 \"hello from nginx\"; } }")
+        :format(port, C, C, root)
+    end)
+    local port = nginx.port
     local ok, err = pcall(run, function()
       wait_port(port)
       local base = ("https://localhost:%d"):format(port)
@@ -352,8 +324,7 @@ http { access_log off; ssl_session_cache shared:SSL:1m;
       assert.are.equal("ECERT", code, e)
       loom.http.close_idle()
     end, 15)
-    os.execute("kill " .. pid)
-    os.execute("rm -rf " .. dir)
+    nginx.stop()
     assert(ok, err)
   end)
 end)
