@@ -17,8 +17,8 @@
 
 #define WINDOW_NS 1000000000ull /* loop_lag_recent: the last second */
 
-/* Something due at `due` happened at `now` (a timer fired, the task it
-   woke ran): the loop's lag. */
+/* A task woken by a timer due at `due` ran at `now` (sched.c's step): the
+   loop's lag, as the user's code feels it. */
 void loom_lag_note(loom_loop *lp, uint64_t now, uint64_t due) {
   uint64_t late = now > due ? now - due : 0;
   if (late > lp->lag_max) lp->lag_max = late;

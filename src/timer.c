@@ -75,7 +75,6 @@ void loom_timer_stop(loom_loop *lp, loom_timer *tm) {
 void loom_timers_fire(loom_loop *lp, uint64_t now) {
   while (lp->heap_n > 0 && lp->heap[0]->deadline <= now) {
     loom_timer *tm = lp->heap[0];
-    loom_lag_note(lp, now, tm->deadline);
     loom_timer_stop(lp, tm);
     tm->fire(lp, tm);
   }
@@ -217,6 +216,7 @@ static void scope_fire(loom_loop *lp, loom_timer *tm) {
   lua_pushinteger(L, sc->gen);
   lua_setfield(L, -2, "scope");
   lua_remove(L, -2);
+  sc->task->due = tm->deadline; /* the loop's lag is noted when the task runs */
   loom_cancel_with(L, lp, sc->task, 1);
 }
 
