@@ -147,6 +147,7 @@ int loom_stream_append(lstream *st, const char *p, size_t n) {
   }
   memcpy(st->rbuf + st->rlen, p, n);
   st->rlen += n;
+  st->received += n;
   return 0;
 }
 
@@ -197,6 +198,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       st->want == WANT_ANY && st->want_task == t) {
     size_t n = (size_t)nread < st->want_n ? (size_t)nread : st->want_n;
     lua_pushlstring(t->co, buf->base, n);
+    st->received += n;
     st->want_task = NULL;
     loom_wake(st->lp, t, 1);
     if ((size_t)nread > n && loom_stream_append(st, buf->base + n, (size_t)nread - n) < 0) st->rerr = UV_ENOMEM;
@@ -336,6 +338,15 @@ static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
       if (st->rerr) return loom_fail(L, st->rerr, NULL);
       if (st->eof) {
         if (have == 0) return eof_fail(L);
+        if (kind == WANT_LINE && lua_type(L, 2) == LUA_TBOOLEAN && lua_toboolean(L, 2)) {
+          /* whole lines only: the rest is partial (lines() passes the last line here, not a boolean) */
+          lua_pushnil(L);
+          lua_pushliteral(L, "eof");
+          lua_pushliteral(L, "EOF");
+          lua_pushlstring(L, p, have);
+          st->rpos += have;
+          return 4;
+        }
         lua_pushlstring(L, p, have); /* the last line, without its end */
         st->rpos += have;
         return 1;
@@ -424,6 +435,8 @@ Exactly `n` bytes. Blocks.
 A line, without its `\n` or `\r\n`; the last line may lack its end.
 Blocks.
 @function Stream:read_line
+@tparam[opt] boolean whole when true, bytes at the end without a `\n` are
+not a line: nil, "eof", "EOF" and those bytes
 @return a string, or nil, msg, code; a line over the limit (see
 `set_line_max`, default 64 KiB) gives nil, msg, "ETOOLONG"
 @usage local request_line = s:read_line()
@@ -796,6 +809,15 @@ static int s_sockname(lua_State *L) {
   return name_of(L, 0);
 }
 
+/* stream:_buffered(): bytes received and not yet read (LuaSocket's dirty),
+   and all bytes ever received (its getstats). */
+static int s_buffered(lua_State *L) {
+  lstream *st = checkstream(L);
+  lua_pushinteger(L, st->closed ? 0 : (lua_Integer)(st->rlen - st->rpos));
+  lua_pushinteger(L, (lua_Integer)st->received);
+  return 2;
+}
+
 /* stream:_fileno(): the descriptor (LuaSocket's getfd), or -1 once closed. */
 static int s_fileno(lua_State *L) {
   lstream *st = checkstream(L);
@@ -851,6 +873,7 @@ void loom_open_stream(lua_State *L) {
                                      {"sockname", s_sockname},
                                      {"lines", s_lines},
                                      {"_fileno", s_fileno},
+                                     {"_buffered", s_buffered},
                                      {"_setopt", s_setopt},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", s_close}, {"__gc", s_gc}, {"__tostring", s_tostring},

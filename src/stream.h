@@ -19,6 +19,7 @@ typedef struct lstream {
   int rerr, werr; /* read / write failure (libuv code), reported to the next caller */
   char *rbuf;     /* buffered bytes are rbuf[rpos, rlen) */
   size_t rcap, rlen, rpos;
+  uint64_t received; /* bytes that ever entered the buffer (or were handed to a reader) */
   size_t queued;  /* bytes handed to uv_write and not yet written */
   int flushing;   /* closed by its user, the handle stays open until queued is 0 */
   loom_timer linger; /* bounds that flush: then the stream is aborted */

@@ -20,7 +20,9 @@ local socket = {
 
 local now, current = core.now, core.current
 local find, sub, gsub, concat = string.find, string.sub, string.gsub, table.concat
+local math_type = math.type
 local READ_MAX = 64 * 1024
+local LINE_MAX = math.maxinteger -- LuaSocket's lines have no limit
 
 -- LuaSocket's error strings for loom's codes (LuaSocket's socket_strerror
 -- and gai_strerror); others keep loom's message.
@@ -167,7 +169,7 @@ function socket.select(recvt, sendt, timeout)
       else
         local data = s._stream:read(READ_MAX)
         if data then
-          s._buf, s._pos, s._recv = sub(s._buf, s._pos) .. data, 1, s._recv + #data
+          s._buf, s._pos = sub(s._buf, s._pos) .. data, 1
         else
           s._eof_seen = true
         end
@@ -334,13 +336,14 @@ socket.source = socket.choose(socket.sourcet)
 TCP.__index = TCP
 
 function new_tcp(family, stream)
+  if stream then stream:set_line_max(LINE_MAX) end
   return setmetatable({
     _state = stream and "client" or "master",
     _family = family or "inet",
     _stream = stream,
     _buf = "",
     _pos = 1,
-    _recv = 0,
+    _recv_base = 0, -- the stream's count where getstats counts from
     _sent = 0,
     _born = now(),
     _opts = {},
@@ -403,59 +406,98 @@ local function wrong_state(self, err)
   return nil, err
 end
 
+-- Sets the stream's timeout for the next wait of a call whose deadline is
+-- dl (the stream keeps it: set only when it changes).
+local function arm(self, dl)
+  local t = self._timeout and wait_for(self, dl) or 0
+  if t ~= self._st_timeout then
+    self._stream:set_timeout(t)
+    self._st_timeout = t
+  end
+  return self._stream
+end
+
 -- One read of whatever comes; nil, err ("timeout", "closed" ...) else.
 local function pull(self, dl)
   if self._rclosed then return nil, "closed" end
-  local st, t = self._stream, self._timeout and wait_for(self, dl) or 0
-  if t ~= self._st_timeout then -- the stream keeps it: set only when it changes
-    st:set_timeout(t)
-    self._st_timeout = t
-  end
-  local data, msg, code = st:read(READ_MAX)
-  if data then
-    self._recv = self._recv + #data
-    return data
-  end
+  local data, msg, code = arm(self, dl):read(READ_MAX)
+  if data then return data end
   return nil, lserr(msg, code)
 end
 
+-- After a read that failed: what the stream still holds, taken (LuaSocket
+-- hands it back as the partial result). Bytes buffered are read at once.
+local function leftover(self)
+  local n = self._stream:_buffered()
+  return n > 0 and self._stream:read(n) or ""
+end
+
+-- A read by the stream that failed: LuaSocket's error, and the bytes read
+-- so far (those the stream hands back, else what it still holds).
+local function failed(self, line, prefix, msg, code, part)
+  part = part or leftover(self)
+  if line then part = gsub(part, "\r", "") end
+  return nil, lserr(msg, code), prefix .. part
+end
+
+-- A line (n nil) or n bytes read by the stream itself, in C: the usual
+-- case, when select's read-ahead left nothing in self._buf.
+local function receive_direct(self, n, prefix, dl)
+  if self._rclosed then return nil, "closed", prefix end
+  local st = arm(self, dl)
+  local data, msg, code, part
+  if n == nil then
+    data, msg, code, part = st:read_line(true)
+    if data and find(data, "\r", 1, true) then data = gsub(data, "\r", "") end -- as LuaSocket: every CR dropped
+  else
+    data, msg, code, part = st:read_exactly(n)
+  end
+  if data then return prefix .. data, nil, nil end
+  return failed(self, n == nil, prefix, msg, code, part)
+end
+
 --- Reads, as LuaSocket does: `"*l"` (or `"l"`, the default) a line without
--- its end (CRs dropped), `"*a"` (`"a"`) everything until the peer closes, a
--- number that many bytes. Blocks. On failure the bytes read so far come
--- third: `nil, "timeout", partial` or `nil, "closed", partial`.
+-- its end (CRs dropped; no length limit, as in LuaSocket), `"*a"` (`"a"`)
+-- everything until the peer closes, a number that many bytes. Blocks. On
+-- failure the bytes read so far come third: `nil, "timeout", partial` or
+-- `nil, "closed", partial`.
 -- @function tcp:receive
 -- @param[opt] pattern the pattern
 -- @string[opt] prefix prepended to the result (and to a partial one)
 -- @return the data, or nil, err, partial
 function TCP:receive(pattern, prefix)
+  if self._timeout == nil and self._st_timeout == 0 and prefix == nil and self._pos > #self._buf
+    and self._state == "client" then
+    -- the usual call (no timeout, no prefix, nothing read ahead) goes straight to the stream
+    local line = pattern == nil or pattern == "*l" or pattern == "l"
+    if line or math_type(pattern) == "integer" and pattern >= 0 then
+      if self._rclosed then return nil, "closed", "" end
+      local st, data, msg, code, part = self._stream, nil, nil, nil, nil
+      if line then
+        data, msg, code, part = st:read_line(true)
+        if data and find(data, "\r", 1, true) then data = gsub(data, "\r", "") end
+      else
+        data, msg, code, part = st:read_exactly(pattern)
+      end
+      if data then return data, nil, nil end
+      return failed(self, line, "", msg, code, part)
+    end
+  end
   if self._state ~= "client" then return wrong_state(self, "not connected") end
   pattern, prefix = pattern or "*l", prefix or ""
   local dl = self._timeout and deadline(self)
-  -- bytes read and not taken are self._buf from self._pos on
+  -- bytes select read ahead and not taken are self._buf from self._pos on
   local buf, pos = self._buf, self._pos
   if pattern == "*l" or pattern == "l" then
-    while true do
-      local i = pos <= #buf and find(buf, "\n", pos, true)
-      if i then
-        local cr, line = find(buf, "\r", pos, true), nil
-        if cr == i - 1 then -- the usual CRLF: one copy
-          line = sub(buf, pos, i - 2)
-        else
-          line = sub(buf, pos, i - 1)
-          if cr and cr < i then line = gsub(line, "\r", "") end
-        end
-        if i == #buf then self._buf, self._pos = "", 1 else self._pos = i + 1 end
-        return prefix .. line, nil, nil
-      end
-      local data, err = pull(self, dl)
-      if not data then
-        local part = gsub(sub(buf, pos), "\r", "")
-        self._buf, self._pos = "", 1
-        return nil, err, prefix .. part
-      end
-      buf, pos = sub(buf, pos) .. data, 1
-      self._buf, self._pos = buf, 1
+    if pos > #buf then return receive_direct(self, nil, prefix, dl) end
+    local i = find(buf, "\n", pos, true)
+    if i then
+      local line = gsub(sub(buf, pos, i - 1), "\r", "")
+      if i == #buf then self._buf, self._pos = "", 1 else self._pos = i + 1 end
+      return prefix .. line, nil, nil
     end
+    self._buf, self._pos = "", 1 -- the rest of the line is in the stream
+    return receive_direct(self, nil, prefix .. gsub(sub(buf, pos), "\r", ""), dl)
   elseif pattern == "*a" or pattern == "a" then
     local parts = { prefix, sub(buf, pos) }
     local got = #parts[2]
@@ -472,23 +514,15 @@ function TCP:receive(pattern, prefix)
     end
   elseif type(pattern) == "number" or tonumber(pattern) then
     local n = math.max(math.floor(tonumber(pattern)) - #prefix, 0) -- as LuaSocket: the prefix counts
+    if pos > #buf then return receive_direct(self, n, prefix, dl) end
     local have = #buf - pos + 1
     if have >= n then
       local out = sub(buf, pos, pos + n - 1)
       if have == n then self._buf, self._pos = "", 1 else self._pos = pos + n end
       return prefix .. out, nil, nil
     end
-    local parts = { sub(buf, pos) }
     self._buf, self._pos = "", 1
-    while have < n do
-      local data, err = pull(self, dl)
-      if not data then return nil, err, prefix .. concat(parts) end
-      parts[#parts + 1] = data
-      have = have + #data
-    end
-    local all = concat(parts)
-    if #all > n then self._buf = sub(all, n + 1) end
-    return prefix .. sub(all, 1, n), nil, nil
+    return receive_direct(self, n - have, prefix .. sub(buf, pos), dl)
   end
   error("bad argument #1 to 'receive' (invalid receive pattern)", 2)
 end
@@ -501,6 +535,14 @@ end
 -- @return the index of the last byte sent, or nil, err, the index of the
 -- last byte sent before the failure
 function TCP:send(data, i, j)
+  if self._timeout == nil and self._st_timeout == 0 and i == nil and j == nil and type(data) == "string"
+    and self._state == "client" then
+    -- the usual call (no timeout, the whole string) goes straight to the stream
+    local ok, msg, code = self._stream:write(data)
+    if not ok then return nil, lserr(msg, code), 0.0 end
+    self._sent = self._sent + #data
+    return #data + 0.0, nil, nil
+  end
   if self._state ~= "client" then return wrong_state(self, "not connected") end
   if type(data) ~= "string" then
     if type(data) ~= "number" then
@@ -513,12 +555,7 @@ function TCP:send(data, i, j)
   if i < 0 then i = math.max(len + i + 1, 1) elseif i < 1 then i = 1 end
   if j < 0 then j = len + j + 1 elseif j > len then j = len end
   if i > j then return i - 1.0, nil, nil end
-  local st, t = self._stream, self._timeout and wait_for(self, deadline(self)) or 0
-  if t ~= self._st_timeout then
-    st:set_timeout(t)
-    self._st_timeout = t
-  end
-  local ok, msg, code = st:write((i == 1 and j == len) and data or data:sub(i, j))
+  local ok, msg, code = arm(self, self._timeout and deadline(self)):write((i == 1 and j == len) and data or data:sub(i, j))
   if not ok then return nil, lserr(msg, code), i - 1.0 end
   self._sent = self._sent + (j - i + 1)
   return j + 0.0, nil, nil -- LuaSocket's counts are floats, and its results three
@@ -541,6 +578,7 @@ function TCP:connect(host, port)
     keepalive = self._opts.keepalive,
   })
   if not st then return nil, lserr(msg, code) end
+  st:set_line_max(LINE_MAX)
   self._stream, self._state = st, "client"
   if self._opts.linger and self._opts.linger.on then st:set_linger(self._opts.linger.timeout or 0) end
   return 1
@@ -682,16 +720,25 @@ function TCP:getoption(name)
   return v
 end
 
+-- Bytes the user has received (as LuaSocket counts: taken by receive,
+-- not buffered).
+local function taken(self)
+  if not self._stream then return 0 end
+  local buffered, received = self._stream:_buffered()
+  return received - buffered - (#self._buf - self._pos + 1)
+end
+
 --- Bytes received, bytes sent, and the socket's age in seconds.
 -- @function tcp:getstats
 function TCP:getstats()
-  return self._recv, self._sent, now() - self._born
+  return taken(self) - self._recv_base + 0.0, self._sent + 0.0, now() - self._born
 end
 
 --- Resets the statistics.
 -- @function tcp:setstats
 function TCP:setstats(received, sent, age)
-  self._recv, self._sent = received or self._recv, sent or self._sent
+  if received then self._recv_base = taken(self) - received end
+  self._sent = sent or self._sent
   if age then self._born = now() - age end
   return 1
 end
@@ -699,7 +746,7 @@ end
 --- True when bytes received are waiting to be read (a read will not block).
 -- @function tcp:dirty
 function TCP:dirty()
-  return #self._buf >= self._pos
+  return #self._buf >= self._pos or (self._stream ~= nil and self._stream:_buffered() > 0)
 end
 
 --- The descriptor (for code that logs or compares it), -1 when there is

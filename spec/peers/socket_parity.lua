@@ -30,6 +30,8 @@ local function script(socket)
   show("count", c:receive(4))
   show("count", c:receive(3, "pre"))
   show("count", c:receive(5))
+  local received, sent = c:getstats()
+  show("count stats", received, sent)
   c:close()
 
   c = open("all")

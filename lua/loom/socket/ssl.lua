@@ -70,7 +70,9 @@ function ssl.dohandshake(sock)
     sock._state = "closed"
     return nil, code == "ETIMEDOUT" and "timeout" or msg
   end
-  sock._stream, sock._tls_done = st, true
+  st:set_line_max(math.maxinteger) -- as the socket's was
+  sock._stream, sock._tls_done, sock._st_timeout = st, true, nil -- a new stream: its timeout set again
+  sock._recv_base, sock._sent = 0, 0 -- the TLS layer counts its own bytes, as LuaSec's does
   return true
 end
 
