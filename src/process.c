@@ -1,17 +1,25 @@
 /*
  * process.c: child processes and signals. Owns the uv_process_t of a child
  * (malloc'd, closed when the child has exited, freed in its close callback),
- * the pipes to its stdin/stdout/stderr (handed over as loom streams), and the
- * uv_signal_t handles of a signal.wait.
+ * the pipes to its stdin/stdout/stderr (handed over as loom streams), the
+ * uv_signal_t handles of a signal.wait, and signal watchers (loom.SignalWatch:
+ * uv_signal_t handles that stay installed, queueing what arrives while no
+ * task waits, so no signal falls back to its default effect between waits).
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include "handle.h"
 #include "loom.h"
 #include "stream.h"
 
 #define LOOM_PROCESS "loom.Process"
+#define LOOM_SIGWATCH "loom.SignalWatch"
+#define STDIO_MAX 8    /* stdin, stdout, stderr and up to five more descriptors */
+#define WATCH_MAX 8    /* signals one watcher handles */
+#define WATCH_QUEUE 64 /* signals kept while no task waits (more are dropped, as the kernel merges them) */
 
 typedef struct lproc {
   loom_handle h; /* first: its uv_process_t, closed once the child has exited */
@@ -21,8 +29,8 @@ typedef struct lproc {
   loom_link waiters;
 } lproc;
 
-/* Upvalues: 1 = module state, 2 = the Process metatable, 3 = the Stream
-   metatable. */
+/* Upvalues: 1 = module state, 2 = the Process metatable (the SignalWatch
+   one for a watcher's functions), 3 = the Stream metatable. */
 #define MT lua_upvalueindex(2)
 #define STREAM_MT lua_upvalueindex(3)
 
@@ -33,7 +41,8 @@ static const struct {
                {"SIGKILL", SIGKILL}, {"SIGUSR1", SIGUSR1},   {"SIGUSR2", SIGUSR2},
                {"SIGPIPE", SIGPIPE}, {"SIGALRM", SIGALRM},   {"SIGTERM", SIGTERM},
                {"SIGCHLD", SIGCHLD}, {"SIGCONT", SIGCONT},   {"SIGSTOP", SIGSTOP},
-               {"SIGTSTP", SIGTSTP}, {"SIGWINCH", SIGWINCH}, {NULL, 0}};
+               {"SIGTSTP", SIGTSTP}, {"SIGWINCH", SIGWINCH}, {"SIGTTIN", SIGTTIN},
+               {"SIGTTOU", SIGTTOU}, {NULL, 0}};
 
 static const char *signal_name(int num) {
   int i;
@@ -143,22 +152,26 @@ static char **string_list(lua_State *L, int idx, int first) {
   return list;
 }
 
-/* loom.core._spawn(argv, cwd, env, stdio): starts argv[1] with argv as its
-   arguments (searched in PATH); cwd a directory or nil; env a list of
-   "NAME=value" or nil (inherit); stdio a list of three: "pipe", "inherit",
-   "null" or a file descriptor number. Returns the process and, for each
-   "pipe", a stream (stdin, stdout, stderr; nil otherwise), or nil, msg,
-   code (ENOENT ...). Never blocks. */
+/* loom.core._spawn(argv, cwd, env, stdio [, detached]): starts argv[1]
+   with argv as its arguments (searched in PATH); cwd a directory or nil; env
+   a list of "NAME=value" or nil (inherit); stdio a list of the child's
+   descriptors from 0 (three to STDIO_MAX): "pipe" (past 2: a two-way
+   one), "inherit", "null" or a file descriptor number; detached: the child
+   leads a session of its own (a terminal's ^C does not reach it). Returns
+   the process and, for each "pipe", a stream (one per stdio entry, nil
+   where there is none), or nil, msg, code (ENOENT ...). Never blocks. */
 static int l_spawn(lua_State *L) {
   loom_state *S = loom_getstate(L);
   uv_process_options_t opts;
-  uv_stdio_container_t stdio[3];
-  uv_pipe_t *pipes[3] = {NULL, NULL, NULL};
+  uv_stdio_container_t stdio[STDIO_MAX];
+  uv_pipe_t *pipes[STDIO_MAX] = {NULL};
   lproc *pr;
   uv_process_t *p;
-  int i, rc;
+  int i, rc, n;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
+  n = (int)lua_rawlen(L, 4);
+  luaL_argcheck(L, n >= 3 && n <= STDIO_MAX, 4, "3 to 8 descriptors expected");
   if (S->loop == NULL) return loom_not_in_task(L, "spawn");
   memset(&opts, 0, sizeof opts);
   opts.args = string_list(L, 1, 1);
@@ -167,8 +180,9 @@ static int l_spawn(lua_State *L) {
   opts.env = lua_istable(L, 3) ? string_list(L, 3, 1) : NULL;
   opts.exit_cb = on_child_exit;
   opts.stdio = stdio;
-  opts.stdio_count = 3;
-  for (i = 0; i < 3; i++) {
+  opts.stdio_count = n;
+  if (lua_toboolean(L, 5)) opts.flags |= UV_PROCESS_DETACHED;
+  for (i = 0; i < n; i++) {
     lua_rawgeti(L, 4, i + 1);
     if (lua_isinteger(L, -1)) {
       stdio[i].flags = UV_INHERIT_FD;
@@ -177,7 +191,9 @@ static int l_spawn(lua_State *L) {
       const char *m = lua_tostring(L, -1);
       if (m && strcmp(m, "pipe") == 0 && (pipes[i] = malloc(sizeof *pipes[i])) != NULL) {
         uv_pipe_init(&S->loop->uv, pipes[i], 0);
-        stdio[i].flags = UV_CREATE_PIPE | (i == 0 ? UV_READABLE_PIPE : UV_WRITABLE_PIPE);
+        stdio[i].flags = UV_CREATE_PIPE | (i == 0   ? UV_READABLE_PIPE
+                                           : i < 3 ? UV_WRITABLE_PIPE
+                                                   : UV_READABLE_PIPE | UV_WRITABLE_PIPE);
         stdio[i].data.stream = (uv_stream_t *)pipes[i];
       } else if (m && strcmp(m, "inherit") == 0) {
         stdio[i].flags = UV_INHERIT_FD;
@@ -205,7 +221,7 @@ static int l_spawn(lua_State *L) {
       free(p);
     }
     pr->exited = 1;
-    for (i = 0; i < 3; i++)
+    for (i = 0; i < n; i++)
       if (pipes[i]) {
         pipes[i]->data = NULL;
         uv_close((uv_handle_t *)pipes[i], loom_handle_free);
@@ -214,13 +230,14 @@ static int l_spawn(lua_State *L) {
   }
   pr->pid = p->pid;
   loom_handle_open(L, &pr->h, S->loop, (uv_handle_t *)p, -1, teardown);
-  for (i = 0; i < 3; i++) {
+  luaL_checkstack(L, n, "spawn");
+  for (i = 0; i < n; i++) {
     if (pipes[i])
       loom_stream_new(L, S->loop, (uv_stream_t *)pipes[i], STREAM_MT);
     else
       lua_pushnil(L);
   }
-  return 4;
+  return 1 + n;
 }
 
 /* ---------------------------------------------------------------- signals */
@@ -301,6 +318,162 @@ static int l_sigwait(lua_State *L) {
   return loom_yield(L, t, sig_k);
 }
 
+/* ------------------------------------------------------- signal watchers */
+
+typedef struct sigwatch sigwatch;
+
+typedef struct sigslot {
+  loom_handle h; /* first: its uv_signal_t */
+  sigwatch *w;
+} sigslot;
+
+struct sigwatch {
+  sigslot slot[WATCH_MAX];
+  int n, closed;
+  loom_loop *lp;
+  int queue[WATCH_QUEUE], head, count; /* arrived while no task waited */
+  loom_task *task;                      /* the task in wait(), or NULL */
+};
+
+static void push_signal(lua_State *L, int signum) {
+  const char *name = signal_name(signum);
+  if (name)
+    lua_pushstring(L, name);
+  else
+    lua_pushinteger(L, signum);
+}
+
+static void watch_close(sigwatch *w) {
+  int i;
+  if (w->closed) return;
+  w->closed = 1;
+  for (i = 0; i < w->n; i++) loom_handle_close(&w->slot[i].h);
+  if (w->task) {
+    loom_task *t = w->task;
+    w->task = NULL;
+    loom_wake(w->lp, t, 0);
+  }
+}
+
+static void watch_teardown(loom_handle *h) {
+  watch_close(((sigslot *)h)->w);
+}
+
+static void on_watched(uv_signal_t *h, int signum) {
+  sigwatch *w = ((sigslot *)h->data)->w;
+  if (w->task) {
+    loom_task *t = w->task;
+    w->task = NULL;
+    push_signal(t->co, signum);
+    loom_wake((loom_loop *)h->loop, t, 1);
+  } else if (w->count < WATCH_QUEUE) {
+    w->queue[(w->head + w->count++) % WATCH_QUEUE] = signum;
+  }
+}
+
+static void watch_undo(lua_State *L, loom_loop *lp, loom_task *t) {
+  sigwatch *w = t->waitobj;
+  (void)L;
+  (void)lp;
+  if (w->task == t) w->task = NULL;
+}
+
+static int watch_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, watch_k);
+  (void)status;
+  if (lua_gettop(L) > t->kept) return 1; /* handed its signal */
+  return loom_fail_closed(L);
+}
+
+/***
+Signals as they arrive, from `signal.watch`. While it is open its signals
+never have their default effect, and those that arrive while no task waits
+are kept (in order) for the next `wait`.
+@type SignalWatch
+*/
+
+/***
+The next signal's name. Blocks.
+@function SignalWatch:wait
+@return the name, or nil, "closed", "ECLOSED" once closed
+@usage for sig in function() return w:wait() end do reload(sig) end
+*/
+static int sw_wait(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  sigwatch *w = loom_checkudata(L, 1, MT);
+  loom_task *t = loom_checkrunning(L, S, "wait");
+  if (w->closed) return loom_fail_closed(L);
+  if (w->count > 0) {
+    push_signal(L, w->queue[w->head]);
+    w->head = (w->head + 1) % WATCH_QUEUE;
+    w->count--;
+    return 1;
+  }
+  if (w->task) return luaL_error(L, "wait: another task is waiting on this watcher");
+  lua_settop(L, 1);
+  loom_suspend(L, t);
+  t->undo = watch_undo;
+  t->waitobj = w;
+  w->task = t;
+  return loom_yield(L, t, watch_k);
+}
+
+/***
+Removes the handlers (the signals have their default effect again) and
+wakes a waiting task with `nil, "closed"`. Harmless twice.
+@function SignalWatch:close
+*/
+static int sw_close(lua_State *L) {
+  watch_close(loom_checkudata(L, 1, MT));
+  return 0;
+}
+
+/* loom.core._signal_watch(name, ...): a SignalWatch for up to eight
+   signals, or nil, msg, code. Never blocks. */
+static int l_signal_watch(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  int n = lua_gettop(L), nums[WATCH_MAX], i, rc;
+  sigwatch *w;
+  luaL_argcheck(L, n >= 1, 1, "signal name expected");
+  luaL_argcheck(L, n <= WATCH_MAX, WATCH_MAX + 1, "at most 8 signals");
+  for (i = 0; i < n; i++) nums[i] = loom_check_signal(L, i + 1);
+  if (S->loop == NULL) return loom_not_in_task(L, "watch");
+  w = lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  w->lp = S->loop;
+  lua_pushvalue(L, MT);
+  lua_setmetatable(L, -2);
+  for (i = 0; i < n; i++) {
+    uv_signal_t *h = malloc(sizeof *h);
+    if (h == NULL) {
+      watch_close(w);
+      return luaL_error(L, "watch: out of memory");
+    }
+    uv_signal_init(&S->loop->uv, h);
+    w->slot[i].w = w;
+    loom_handle_open(L, &w->slot[i].h, S->loop, (uv_handle_t *)h, -1, watch_teardown);
+    w->n++;
+    if ((rc = uv_signal_start(h, on_watched, nums[i])) < 0) {
+      watch_close(w);
+      return loom_fail(L, rc, NULL);
+    }
+  }
+  return 1;
+}
+
+/* loom.core._getppid(): the parent's process id (1, or a subreaper's, once
+   the parent is gone). */
+static int l_getppid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getppid());
+  return 1;
+}
+
+/* loom.core._cpu_count(): the cores this process may run on. */
+static int l_cpu_count(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)uv_available_parallelism());
+  return 1;
+}
+
 /* loom.core._raise(name): ends the process by the signal, with its default
    effect (as if it had not been caught): the conventional exit status. */
 static int l_raise(lua_State *L) {
@@ -329,5 +502,19 @@ void loom_open_process(lua_State *L) {
   lua_setfield(L, S + 1, "_signal_wait");
   lua_pushcfunction(L, l_raise);
   lua_setfield(L, S + 1, "_raise");
+  lua_pushcfunction(L, l_getppid);
+  lua_setfield(L, S + 1, "_getppid");
+  lua_pushcfunction(L, l_cpu_count);
+  lua_setfield(L, S + 1, "_cpu_count");
   lua_pop(L, 1);
+  {
+    static const luaL_Reg wmethods[] = {{"wait", sw_wait}, {"close", sw_close}, {NULL, NULL}};
+    static const luaL_Reg wmeta[] = {{"__close", sw_close}, {NULL, NULL}};
+    loom_newclass(L, S, LOOM_SIGWATCH, wmethods, wmeta);
+    lua_pushvalue(L, S);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, l_signal_watch, 2);
+    lua_setfield(L, S + 1, "_signal_watch");
+    lua_pop(L, 1);
+  }
 }

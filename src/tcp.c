@@ -2,7 +2,8 @@
  * tcp.c: opening streams. The primitives under loom.tcp, loom.unix and
  * loom.dns (lua/loom/net.lua does the rest): getaddrinfo in the thread pool,
  * connecting one address, listening, and the loom.Server object whose
- * accept hands each connection to a waiting task.
+ * accept hands each connection to a waiting task; and the descriptors a
+ * worker supervisor shares with its workers (listening sockets, channels).
  *
  * Servers accept by themselves rather than through uv_listen: libuv, out of
  * descriptors, accepts and closes the waiting connections (its EMFILE
@@ -18,6 +19,7 @@
 #define _GNU_SOURCE /* accept4 */
 #include <stdlib.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -444,6 +446,20 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
   return r;
 }
 
+/* server:_accept_now(): a connection the kernel has queued, or nil when
+   none is (for a graceful close, which takes them before closing: Linux
+   resets those still queued on a socket's last close). Never blocks. */
+static int sv_accept_now(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  server *srv = checkserver(L);
+  int fd;
+  if (srv->closed || S->loop == NULL) return 0;
+  do fd = accept4(srv->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (fd < 0) return 0;
+  return wrap_accepted(L, S, srv, fd);
+}
+
 /***
 Where the server listens. Never blocks.
 @function Server:address
@@ -513,19 +529,32 @@ static int listen_on(lua_State *L, server *srv, int backlog) {
   return 1;
 }
 
-/* loom.core._tcp_listen(ip, port, backlog, reuseport): a server, or nil,
-   msg, code (EADDRINUSE, EACCES ...). Never blocks. */
+/* loom.core._tcp_listen(ip, port, backlog, reuseport [, fd]): a server, or
+   nil, msg, code (EADDRINUSE, EACCES ...); with fd, a server on that
+   listening socket (a worker's, inherited from its supervisor: see
+   _listen_fd), ip and port unused. Never blocks. */
 static int l_tcp_listen(lua_State *L) {
   loom_state *S = loom_getstate(L);
   struct sockaddr_storage ss;
   int backlog, reuseport, rc;
   uv_tcp_t *h;
   server *srv;
-  loom_parse_addr(L, 1, 2, &ss);
   backlog = (int)luaL_optinteger(L, 3, 511);
   reuseport = lua_toboolean(L, 4);
+  if (!lua_isinteger(L, 5)) loom_parse_addr(L, 1, 2, &ss);
   if (S->loop == NULL) return loom_not_in_task(L, "listen");
   if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "listen: out of memory");
+  if (lua_isinteger(L, 5)) {
+    uv_tcp_init(&S->loop->uv, h);
+    srv = new_server(L, S, (uv_stream_t *)h, 0);
+    int fd = (int)lua_tointeger(L, 5);
+    fcntl(fd, F_SETFD, FD_CLOEXEC); /* inherited as a stdio entry: not passed on to this process's children */
+    if ((rc = uv_tcp_open(h, (uv_os_sock_t)fd)) < 0) {
+      server_shut(srv);
+      return loom_fail(L, rc, NULL);
+    }
+    return listen_on(L, srv, backlog);
+  }
   uv_tcp_init_ex(&S->loop->uv, h, ss.ss_family);
   srv = new_server(L, S, (uv_stream_t *)h, 0);
   if (reuseport) { /* libuv 1.44 has no flag for it: set it on the socket itself */
@@ -546,6 +575,58 @@ static int l_tcp_listen(lua_State *L) {
     return loom_fail(L, rc, lua_tostring(L, 1));
   }
   return listen_on(L, srv, backlog);
+}
+
+/* loom.core._listen_fd(ip, port, backlog): a listening socket with
+   SO_REUSEPORT, as a bare descriptor that no loop watches (close-on-exec:
+   a child gets it only as an explicit stdio entry): a supervisor holds one
+   per worker, so that a worker's queue outlives the worker. fd and the
+   port, or nil, msg, code. Never blocks. */
+static int l_listen_fd(lua_State *L) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int backlog, fd, on = 1, rc = 0;
+  loom_parse_addr(L, 1, 2, &ss);
+  backlog = (int)luaL_optinteger(L, 3, 511);
+  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0 ||
+      bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                 : sizeof(struct sockaddr_in)) < 0 ||
+      listen(fd, backlog) < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+    rc = uv_translate_sys_error(errno);
+  if (rc < 0) {
+    if (fd >= 0) close(fd);
+    return loom_fail(L, rc, lua_tostring(L, 1));
+  }
+  lua_pushinteger(L, fd);
+  lua_pushinteger(L, ntohs(((struct sockaddr_in *)&ss)->sin_port)); /* sin6_port is at the same place */
+  return 2;
+}
+
+/* loom.core._close_fd(fd): closes a descriptor from _listen_fd. */
+static int l_close_fd(lua_State *L) {
+  close((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
+/* loom.core._pipe_open(fd): a stream over an inherited descriptor (a
+   worker's channel to its supervisor), or nil, msg, code. Never blocks. */
+static int l_pipe_open(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  int fd = (int)luaL_checkinteger(L, 1), rc;
+  uv_pipe_t *h;
+  if (S->loop == NULL) return loom_not_in_task(L, "open");
+  if ((h = malloc(sizeof *h)) == NULL) return luaL_error(L, "open: out of memory");
+  uv_pipe_init(&S->loop->uv, h, 0);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  if ((rc = uv_pipe_open(h, fd)) < 0) {
+    h->data = NULL;
+    uv_close((uv_handle_t *)h, loom_handle_free);
+    return loom_fail(L, rc, NULL);
+  }
+  loom_stream_new(L, S->loop, (uv_stream_t *)h, STREAM_MT);
+  return 1;
 }
 
 /* loom.core._pipe_listen(path, backlog): a Unix socket server, or nil, msg,
@@ -585,14 +666,16 @@ static int l_tcp_options(lua_State *L) {
 /* Expects [state, module] with module._Stream set. */
 void loom_open_tcp(lua_State *L) {
   static const luaL_Reg methods[] = {{"accept", sv_accept}, {"address", sv_address},
-                                     {"close", sv_close},   {NULL, NULL}};
+                                     {"close", sv_close},   {"_accept_now", sv_accept_now},
+                                     {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", sv_close}, {"__tostring", sv_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"_getaddrinfo", l_getaddrinfo}, {"_getnameinfo", l_getnameinfo},
                                    {"_hostname", l_hostname}, {"_walltime", l_walltime},
                                    {"_sleep_blocking", l_sleep_blocking}, {"_tcp_connect", l_tcp_connect},
                                    {"_pipe_connect", l_pipe_connect}, {"_tcp_listen", l_tcp_listen},
                                    {"_pipe_listen", l_pipe_listen},  {"_tcp_options", l_tcp_options},
-                                   {NULL, NULL}};
+                                   {"_listen_fd", l_listen_fd},      {"_close_fd", l_close_fd},
+                                   {"_pipe_open", l_pipe_open},      {NULL, NULL}};
   int S = lua_absindex(L, -2), mt, i;
   loom_newclass(L, S, LOOM_SERVER, methods, meta);
   mt = lua_gettop(L);

@@ -265,7 +265,20 @@ loom.pg = require "loom.pg"
 -- loom.thread.run is documented in src/thread.c.
 loom.thread = { run = core._thread_run }
 
+--- In a worker of a server started with `workers = n`, its id (`1 .. n`; a
+-- replacement keeps the id of the worker it replaces); nil elsewhere.
+-- Never blocks.
+-- @treturn integer|nil
+-- @usage print(("worker %s ready"):format(loom.worker_id() or "-"))
+function loom.worker_id()
+  return require("loom.workers").id()
+end
+
 local core_run = core.run
+if os.getenv("LOOM_WORKER_ID") then -- a worker of loom.workers: its supervisor ends it
+  local run = core.run
+  core_run = function(fn, ...) return require("loom.workers")._run(run, fn, ...) end
+end
 
 local task_info = core._task_info
 

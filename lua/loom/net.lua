@@ -89,6 +89,7 @@ function tcp.listen(host, port, opts)
   check_port(port, 2, "listen")
   if opts ~= nil then check_type(opts, "table", 3, "listen") end
   opts = opts or {}
+  if opts._listen_fd then return core._tcp_listen(nil, nil, opts.backlog, true, opts._listen_fd) end
   local addrs, err, code = dns.resolve(host)
   if not addrs then return nil, err, code end
   return core._tcp_listen(addrs[1], port, opts.backlog, opts.reuseport)
@@ -124,6 +125,8 @@ end
 local function run_server(server, handler, what, log, max, on_full, tls_ctx, hs_timeout)
   log = log or stderr_log
   local slots = core.semaphore(max or DEFAULT_MAX_CONNECTIONS)
+  local active, idle = 0, core.event()
+  idle:set()
   local function take_slot()
     if not on_full then return slots:acquire() end
     while slots:value() == 0 do -- full: ask for room, again every 50 ms while it lasts
@@ -132,32 +135,40 @@ local function run_server(server, handler, what, log, max, on_full, tls_ctx, hs_
     end
     slots:acquire()
   end
+  -- runs the handler for one accepted connection (its slot taken)
+  local function serve_one(st)
+    active = active + 1
+    idle:clear()
+    core.spawn(function()
+      -- a handler that returned has said all it meant to: flush it; one
+      -- that failed or was cancelled (or a handshake that did not
+      -- complete) may have stopped half-way, and its peer must not take
+      -- the truncated bytes for a whole reply
+      local clean = false
+      local _ <close> = setmetatable({}, { __close = function()
+        slots:release()
+        if clean then st:close() else st:abort() end
+        active = active - 1
+        if active == 0 then idle:set() end
+      end })
+      -- the handler only ever sees a stream whose handshake completed
+      if tls_ctx then
+        local done, s = core.timeout(hs_timeout or 10, core._tls_wrap, st, tls_ctx, true)
+        if not (done and s) then return end
+      end
+      local ok, e = xpcall(handler, handler_traceback, st)
+      clean = ok
+      if not ok and not core.is_cancelled(e) then
+        log(("%s handler failed: %s"):format(what, tostring(e)))
+      end
+    end)
+  end
   core.spawn(function()
     while true do
       take_slot()
       local st, err, code = server:accept()
       if st then
-        core.spawn(function()
-          -- a handler that returned has said all it meant to: flush it; one
-          -- that failed or was cancelled (or a handshake that did not
-          -- complete) may have stopped half-way, and its peer must not take
-          -- the truncated bytes for a whole reply
-          local clean = false
-          local _ <close> = setmetatable({}, { __close = function()
-            slots:release()
-            if clean then st:close() else st:abort() end
-          end })
-          -- the handler only ever sees a stream whose handshake completed
-          if tls_ctx then
-            local done, s = core.timeout(hs_timeout or 10, core._tls_wrap, st, tls_ctx, true)
-            if not (done and s) then return end
-          end
-          local ok, e = xpcall(handler, handler_traceback, st)
-          clean = ok
-          if not ok and not core.is_cancelled(e) then
-            log(("%s handler failed: %s"):format(what, tostring(e)))
-          end
-        end)
+        serve_one(st)
       else
         slots:release()
         if err == "closed" then return end
@@ -168,7 +179,19 @@ local function run_server(server, handler, what, log, max, on_full, tls_ctx, hs_
       end
     end
   end).name = what .. " acceptor"
-  return server
+  -- Stops accepting gracefully: the connections the kernel already queued
+  -- are taken and served first (Linux resets those still queued when a
+  -- listening socket closes), then the listener closes.
+  local function stop()
+    while true do
+      local st = server:_accept_now()
+      if not st then break end
+      take_slot()
+      serve_one(st)
+    end
+    server:close()
+  end
+  return server, stop, idle
 end
 
 -- The TLS context of a server's opts.tls (nil without one).
@@ -203,7 +226,11 @@ end
 -- backlog until a connection ends), `tls` (a loom.tls context or its
 -- fields: the handler only ever gets a stream whose handshake completed;
 -- a client that fails or stalls past `handshake_timeout`, default 10 s, is
--- dropped)
+-- dropped), `workers` (a count or "auto": the server runs in that many
+-- processes, see loom.workers; this call then supervises them and blocks
+-- until they have stopped, returning true or nil, msg) and
+-- `shutdown_timeout` (30 s: how long a worker told to stop lets its
+-- connections finish)
 -- @return the Server (`address`, `close`: stop accepting; handlers running go on), or nil, msg, code
 -- @usage loom.tcp.serve("0.0.0.0", 7000, function(s)
 --   for line in s:lines() do s:write(line, "\n") end
@@ -212,9 +239,21 @@ function tcp.serve(host, port, handler, opts)
   check_type(handler, "function", 3, "serve")
   local max = check_max(opts, "serve")
   local ctx, hs = server_tls(opts, "serve")
-  local server, err, code = tcp.listen(host, port, opts)
+  local function start(o)
+    local server, err, code = tcp.listen(host, port, o)
+    if not server then return nil, nil, err, code end
+    local _, stop, idle = run_server(server, handler, "tcp server", nil, max, nil, ctx, hs)
+    return server, function(timeout)
+      stop()
+      idle:wait(timeout)
+    end
+  end
+  if opts and opts.workers ~= nil then
+    return require("loom.workers")._serve("serve", host, port, opts, start)
+  end
+  local server, _, err, code = start(opts)
   if not server then return nil, err, code end
-  return run_server(server, handler, "tcp server", nil, max, nil, ctx, hs)
+  return server
 end
 
 --- Connects to the Unix socket at path. Blocks.
@@ -252,7 +291,7 @@ function unix.serve(path, handler, opts)
   local ctx, hs = server_tls(opts, "serve")
   local server, err, code = unix.listen(path, opts)
   if not server then return nil, err, code end
-  return run_server(server, handler, "unix server", nil, max, nil, ctx, hs)
+  return (run_server(server, handler, "unix server", nil, max, nil, ctx, hs))
 end
 
 local udp = {}

@@ -148,4 +148,17 @@ end
 -- @usage local sig = loom.signal.wait("SIGINT", "SIGTERM"); server:close()
 signal.wait = core._signal_wait
 
+--- Watches signals from now until closed: while the watcher is open they
+-- never have their default effect, and those that arrive while no task
+-- waits are kept, in order, for the next `wait` (so none is lost between
+-- two waits, as can happen between two `signal.wait` calls). Also
+-- `<close>`. Never blocks.
+-- @function signal.watch
+-- @param ... up to eight names: "SIGHUP", "SIGTERM" ...
+-- @return a SignalWatch (`wait()`: the next one's name, blocks; `close()`),
+-- or nil, msg, code
+-- @usage local hup <close> = loom.signal.watch("SIGHUP")
+-- while hup:wait() do reload_config() end
+signal.watch = core._signal_watch
+
 return { process = process, signal = signal }

@@ -311,20 +311,53 @@ function Server:address()
   return self._listener:address()
 end
 
---- Stops accepting, closes idle keep-alive connections at once and, called
--- from a task, waits until the requests in flight are answered (their
--- responses say `Connection: close`); after `timeout` seconds the handlers
--- still running are cancelled. Blocks while requests are in flight.
+--- Stops accepting (connections the kernel already queued are still
+-- taken and answered), closes idle keep-alive connections at once and,
+-- called from a task, waits until the requests in flight are answered
+-- (their responses say `Connection: close`); after `timeout` seconds the
+-- handlers still running are cancelled. A second call waits as the first.
+-- Blocks while requests are in flight.
 -- @tparam[opt] number timeout seconds
 -- @usage loom.signal.wait("SIGTERM"); server:close(10)
 function Server:close(timeout)
   check_type(timeout, "number", 1, "close", true)
-  if self._closing then return end
+  return self:_close(timeout, 0)
+end
+
+-- Closes idle keep-alive connections (those that have served a request
+-- and hold no bytes of another).
+local function close_idle(server)
+  for entry in pairs(server._conns) do
+    if entry.conn then
+      local idle, served = entry.conn:idle()
+      if idle and served > 0 then entry.stream:close() end
+    end
+  end
+end
+
+-- close, with `grace` seconds for idle keep-alive connections: a request
+-- that arrives on one meanwhile is answered (with Connection: close), so a
+-- client that sends at once on a kept-alive connection (a load balancer, a
+-- benchmark) loses nothing when a worker is replaced; 0 closes them at once
+-- (their clients retry, as HTTP lets them).
+function Server:_close(timeout, grace)
+  if self._closing then -- a second caller waits as the first does
+    if next(self._conns) and core.current() then self._drained:wait(timeout) end
+    return
+  end
   self._closing = true
-  self._listener:close()
+  self._stop_accepting()
+  -- a connection not yet past its first request gets its answer
   for entry in pairs(self._conns) do
     if entry.conn then entry.conn:set_closing() end
-    if not entry.conn or entry.conn:idle() then entry.stream:close() end
+  end
+  if grace > 0 and next(self._conns) then
+    core.spawn(function()
+      core.sleep(grace)
+      close_idle(self)
+    end).name = "http idle close"
+  else
+    close_idle(self)
   end
   if not next(self._conns) or not core.current() then return end
   if not self._drained:wait(timeout) then
@@ -380,13 +413,21 @@ function http.serve(host, port, handler, opts)
   setdefault(o, "send_timeout", 30)
   setdefault(o, "on_error", net._log)
   local tls_ctx, hs_timeout = net._server_tls(opts, "serve")
-  local listener, err, code = net.tcp.listen(host, port, { backlog = o.backlog, reuseport = o.reuseport })
+  if o.workers ~= nil then
+    return require("loom.workers")._serve("serve", host, port, o, function(wo)
+      local server, e, c = http.serve(host, port, handler, wo)
+      if not server then return nil, nil, e, c end
+      return server, function(timeout) server:_close(timeout, 1) end
+    end)
+  end
+  local listener, err, code = net.tcp.listen(host, port, { backlog = o.backlog, reuseport = o.reuseport,
+                                                           _listen_fd = o._listen_fd })
   if not listener then return nil, err, code end
   local server = setmetatable({ _listener = listener, _handler = handler, _opts = o, _conns = {},
                                 _drained = core.event() }, Server)
   -- each connection is tracked while it lives, so that close can find the
   -- idle ones and wait for the others
-  net._run_server(listener, function(st)
+  local _, stop = net._run_server(listener, function(st)
     local entry = { stream = st, task = core.current() }
     server._conns[entry] = true
     local _ <close> = setmetatable({}, { __close = function()
@@ -395,14 +436,9 @@ function http.serve(host, port, handler, opts)
     end })
     serve_connection(server, st, entry)
   end, "http server", o.on_error, o.max_connections, function()
-    -- full: idle keep-alive connections make room first
-    for entry in pairs(server._conns) do
-      if entry.conn then
-        local idle, served = entry.conn:idle()
-        if idle and served > 0 then entry.stream:close() end
-      end
-    end
+    close_idle(server) -- full: idle keep-alive connections make room first
   end, tls_ctx, hs_timeout)
+  server._stop_accepting = stop
   return server
 end
 
