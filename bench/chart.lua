@@ -23,7 +23,7 @@ end
 
 local section, bench, title
 local echo, http, https, ws, sched, client = {}, {}, {}, {}, {}, { loom = {}, aiohttp = {} }
-local pgres, redis = {}, {}
+local pgres, redis, wk = {}, {}, {}
 for line in io.lines(file) do
   local s = line:match("^## (.+)$")
   if s then section = s end
@@ -73,6 +73,12 @@ for line in io.lines(file) do
     if mode then
       redis[mode] = redis[mode] or {}
       table.insert(redis[mode], tonumber(v))
+    end
+  elseif section == "workers" then
+    local name, rps = line:match("^(%S+)%s+(%d+) req/s")
+    if name then
+      wk[name] = wk[name] or {}
+      table.insert(wk[name], tonumber(rps))
     end
   elseif section == "https" then
     local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
@@ -134,6 +140,12 @@ end
 if redis.socket then
   for _, peer in ipairs({ "streams", "luasocket" }) do
     if redis[peer] then add("redis-lua on loom.socket", peer, median(redis.socket) / median(redis[peer])) end
+  end
+end
+
+if wk["loom-2"] then
+  for _, peer in ipairs({ "nginx-2", "loom-1" }) do
+    if wk[peer] then add("http, 2 workers", peer, median(wk["loom-2"]) / median(wk[peer])) end
   end
 end
 
@@ -211,6 +223,15 @@ if arg[2] == "md" then
       local l, a, b = median(r.loom), r.asyncpg and median(r.asyncpg), r.blocking and median(r.blocking)
       row({ m[2], fmt(l), a and fmt(a) or "", b and fmt(b) or "", a and ("%.2f"):format(l / a) or "",
         b and ("%.2f"):format(l / b) or "" })
+    end
+  end
+  if wk["loom-2"] then
+    print("\nHTTP hello world in worker processes, unpinned, wrk on the same two cores, requests/s (medians):\n")
+    row({ "server", "req/s", "loom 2 workers / it" })
+    row({ "---", "---", "---" })
+    for _, m in ipairs({ { "nginx-2", "nginx, 2 workers" }, { "loom-2", "loom, workers = 2" },
+      { "loom-1", "loom, workers = 1" } }) do
+      if wk[m[1]] then row({ m[2], fmt(median(wk[m[1]])), ("%.2f"):format(median(wk["loom-2"]) / median(wk[m[1]])) }) end
     end
   end
   if redis.socket then

@@ -25,6 +25,17 @@ describe("examples", function()
     end
   end)
 
+  it("workers.lua reloads and stops its workers without a failed request", function()
+    local out = example("workers")
+    assert.matches("reloading (SIGHUP) while requests go on", out, 1, true)
+    local ok, failed = out:match("(%d+) requests answered, (%d+) failed; the slow one: hello from worker %d")
+    assert(ok, out)
+    assert.are.equal("0", failed, out)
+    assert.is_true(tonumber(ok) > 100, out)
+    assert.matches("answered by: hello from worker 1, hello from worker 2", out, 1, true)
+    assert.matches("all workers stopped cleanly", out, 1, true)
+  end)
+
   it("ws_feed.lua follows the feed to its close", function()
     local out = example("ws_feed")
     local _, updates = out:gsub("#%d+", "")
