@@ -13,6 +13,14 @@ local function times(out, pattern)
   return t
 end
 
+-- Checks an example's "N answered, M failed" count: many answered, none failed.
+local function all_answered(out, pattern)
+  local ok, failed = out:match(pattern)
+  assert(ok, out)
+  assert.are.equal("0", failed, out)
+  assert.is_true(tonumber(ok) > 100, out)
+end
+
 describe("examples", function()
   it("ws_chat.lua broadcasts every message to everyone in the room", function()
     local out = example("ws_chat")
@@ -28,12 +36,16 @@ describe("examples", function()
   it("workers.lua reloads and stops its workers without a failed request", function()
     local out = example("workers")
     assert.matches("reloading (SIGHUP) while requests go on", out, 1, true)
-    local ok, failed = out:match("(%d+) requests answered, (%d+) failed; the slow one: hello from worker %d")
-    assert(ok, out)
-    assert.are.equal("0", failed, out)
-    assert.is_true(tonumber(ok) > 100, out)
+    all_answered(out, "(%d+) requests answered, (%d+) failed; the slow one: hello from worker %d")
     assert.matches("answered by: hello from worker 1, hello from worker 2", out, 1, true)
     assert.matches("all workers stopped cleanly", out, 1, true)
+  end)
+
+  it("load_balanced.lua stops and restarts a server behind HAProxy with no failed request", function()
+    local out = example("load_balanced")
+    assert.matches("server A stopped, exit status 0", out, 1, true)
+    all_answered(out, "(%d+) requests through HAProxy, (%d+) failed")
+    assert.matches("servers stopped, exit statuses 0 0", out, 1, true)
   end)
 
   it("ws_feed.lua follows the feed to its close", function()
