@@ -158,7 +158,7 @@ describe("workers = n", function()
       local sup = start(2)
       ready(sup, 2)
       local before = sup.workers()
-      local wrk = loom.spawn(loom.process.run, { "wrk", "-t1", "-c20", "-d3s",
+      local wrk = loom.spawn(loom.process.run, { "env", "-u", "LD_PRELOAD", "wrk", "-t1", "-c20", "-d3s",
         ("http://127.0.0.1:%d/"):format(sup.port), timeout = 10 })
       loom.sleep(1)
       sup.proc:kill("SIGHUP")
