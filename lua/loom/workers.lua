@@ -348,7 +348,7 @@ local function supervise(n, host, port, opts)
   return nil, "workers: not every worker stopped cleanly"
 end
 
---- serve() with `workers`: in a worker, `start(opts)` with the inherited
+-- serve() with `workers`: in a worker, `start(opts)` with the inherited
 -- socket, giving the server; in the supervisor, the supervision, giving
 -- true or nil, msg once every worker has stopped. `start(opts)` returns the
 -- server and its `shutdown(timeout)` (stop accepting, finish the work in
