@@ -6,6 +6,10 @@
  * uv_signal_t handles that stay installed, queueing what arrives while no
  * task waits, so no signal falls back to its default effect between waits).
  */
+
+/***
+@module loom.process
+*/
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

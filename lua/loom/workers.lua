@@ -42,7 +42,7 @@ local function log(msg)
   io.stderr:flush()
 end
 
---------------------------------------------------------------- worker side
+-- Worker side.
 
 local state = { main = nil, stopped = false, serving = false, done = nil }
 
@@ -126,7 +126,7 @@ local function in_worker(start, opts)
   return server
 end
 
------------------------------------------------------------ supervisor side
+-- Supervisor side.
 
 -- The command line that started this script: the interpreter and every
 -- argument (arg's negative indices hold the interpreter and its options).
