@@ -8,6 +8,10 @@ local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
+-- Supervisors started by the test running: a failed test leaves none
+-- behind (after_each kills them; their workers follow).
+local started = {}
+
 -- Starts spec/peers/workers_server.lua (port, n, mode) as a supervisor;
 -- its output lines gather in `lines`.
 local function start(n, mode)
@@ -17,6 +21,7 @@ local function start(n, mode)
       :format(shell_quote(package.path), shell_quote(package.cpath), port, tostring(n), mode or ""),
     stdout = "pipe", stdin = "null" })
   local sup = { proc = p, port = port, lines = {}, pid = p.pid }
+  started[#started + 1] = p.pid
   sup.reader = loom.spawn(function()
     for line in p.stdout:lines() do sup.lines[#sup.lines + 1] = line end
   end)
@@ -79,6 +84,11 @@ local function ready(sup, n)
 end
 
 describe("workers = n", function()
+  after_each(function()
+    for _, pid in ipairs(started) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    started = {}
+  end)
+
   it("serves from n processes sharing the port; SIGTERM lets requests in flight finish, then refuses", function()
     run(function()
       local sup = start(2)
