@@ -44,6 +44,7 @@ build = {
     ["loom.socket.ssl"] = "lua/loom/socket/ssl.lua",
     ["loom.busted"] = "lua/loom/busted.lua",
     ["loom.workers"] = "lua/loom/workers.lua",
+    ["loom.resilience"] = "lua/loom/resilience.lua",
     ["loom.core"] = {
       sources = { "src/core.c", "src/debug.c", "src/errors.c", "src/fdwait.c", "src/fs.c", "src/fswatch.c", "src/handle.c", "src/http.c", "src/inspect.c", "src/pg.c", "src/process.c", "src/queue.c", "src/sched.c", "src/stream.c", "src/sync.c", "src/task.c", "src/tcp.c", "src/thread.c", "src/timer.c", "src/tls.c", "src/udp.c", "src/watch.c", "src/ws.c" },
       libraries = { "uv", "http_parser", "ssl", "crypto", "z", "pq" },

@@ -1,11 +1,14 @@
--- The classic client pattern: fetch 20 URLs with at most 5 requests in
--- flight, each with a timeout, reporting the failures without stopping the
--- others. A local server stands in for the remote API: some items are slow,
--- one is missing and one takes longer than the client's timeout.
+-- The classic client pattern: fetch 20 URLs at most 40 a second (a burst
+-- of 5 at once, then paced by a token bucket, loom.rate_limit) and at most
+-- 5 in flight, each with a timeout and retried when the connection fails
+-- (loom.retry), reporting the failures without stopping the others. A
+-- local server stands in for the remote API: some items are slow, one is
+-- missing and one takes longer than the client's timeout.
 local loom = require "loom"
 
 local SCALE = tonumber(os.getenv("LOOM_EXAMPLE_SCALE")) or 1
 local LIMIT, TIMEOUT = 5, 1.0 * SCALE
+local RATE, BURST = 40 / SCALE, 5
 
 loom.run(function()
   local server = assert(loom.http.serve("127.0.0.1", 0, function(req)
@@ -17,14 +20,19 @@ loom.run(function()
   local _, port = server:address()
 
   local t0 = loom.now()
-  local limit = loom.semaphore(LIMIT)
-  local in_flight, peak = 0, 0
+  local limit, pace = loom.semaphore(LIMIT), loom.rate_limit(RATE, BURST)
+  local in_flight, peak, last_start = 0, 0, 0
   local results = {}
   local function fetch(i)
     local _ <close> = limit:acquire()
+    pace:acquire()
+    last_start = loom.now() - t0
     in_flight = in_flight + 1
     peak = math.max(peak, in_flight)
-    local res, err = loom.http.get(("http://127.0.0.1:%d/items/%d"):format(port, i), { timeout = TIMEOUT })
+    -- a refused or reset connection is worth another try; a timeout or an HTTP error is not
+    local res, err = loom.retry(function()
+      return loom.http.get(("http://127.0.0.1:%d/items/%d"):format(port, i), { timeout = TIMEOUT })
+    end, { attempts = 3, retry_on = function(_, code) return code == "ECONNREFUSED" or code == "ECONNRESET" end })
     in_flight = in_flight - 1
     if not res then
       results[i] = "failed: " .. err
@@ -44,6 +52,8 @@ loom.run(function()
   for i = 1, 20 do if results[i]:find("^failed") then failed = failed + 1 end end
   print(("%5.2fs  done: %d fetched, %d failed, at most %d in flight"):format(
     loom.now() - t0, 20 - failed, failed, peak))
+  print(("paced: the last of 20 requests started at %.3fs (%g a second after a burst of %d)"):format(
+    last_start, RATE, BURST))
   loom.http.close_idle()
   server:close(0)
 end)

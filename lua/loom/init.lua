@@ -251,6 +251,8 @@ function loom.shield(fn, ...)
 end
 
 loom.condition = require "loom.condition"
+local resilience = require "loom.resilience"
+loom.retry, loom.rate_limit = resilience.retry, resilience.rate_limit
 loom.group = require "loom.group"
 loom.fs = require "loom.fs"
 local net = require "loom.net"
