@@ -37,6 +37,7 @@ build = {
     ["loom.http.common"] = "lua/loom/http/common.lua",
     ["loom.http.server"] = "lua/loom/http/server.lua",
     ["loom.http.client"] = "lua/loom/http/client.lua",
+    ["loom.http.router"] = "lua/loom/http/router.lua",
     ["loom.tls"] = "lua/loom/tls.lua",
     ["loom.websocket"] = "lua/loom/websocket.lua",
     ["loom.pg"] = "lua/loom/pg.lua",

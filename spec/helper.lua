@@ -110,6 +110,20 @@ function helper.pg_server()
   return srv
 end
 
+--- An HTTP server on a free port of 127.0.0.1 running handler (or a
+-- router); returns it and its base URL.
+function helper.http_serve(handler, opts)
+  local srv = assert(loom.http.serve("127.0.0.1", 0, handler, opts))
+  local _, port = srv:address()
+  return srv, "http://127.0.0.1:" .. port
+end
+
+--- Closes an HTTP server and the client's idle connections to it.
+function helper.http_done(srv)
+  loom.http.close_idle()
+  srv:close()
+end
+
 --- A free TCP port on 127.0.0.1 (for a peer started in the background).
 function helper.free_port()
   local h = io.popen([[env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])']])

@@ -10,6 +10,7 @@
 local common = require "loom.http.common"
 local server = require "loom.http.server"
 local client = require "loom.http.client"
+local router = require "loom.http.router"
 
 return {
   serve = server.serve,
@@ -18,4 +19,6 @@ return {
   close_idle = client.close_idle,
   encode_query = common.encode_query,
   decode_query = common.decode_query,
+  router = router.new,
+  error = router.error,
 }

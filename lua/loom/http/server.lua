@@ -7,6 +7,7 @@ local core = require "loom.core"
 local net = require "loom.net"
 local args = require "loom.args"
 local common = require "loom.http.common"
+local router = require "loom.http.router"
 
 local http = {}
 local argerror, check_type, check_port = args.error, args.type, args.port
@@ -59,7 +60,8 @@ function Request:_continue()
   end
 end
 
-local request_methods = { body = Request.body, read = Request.read, _continue = Request._continue }
+local request_methods = { body = Request.body, read = Request.read, _continue = Request._continue,
+                          json = router.request_json }
 
 -- req.query (the query string's parameters, decoded), req.query_string (the
 -- raw query) and req.version ("1.1") are made on first use.
@@ -192,6 +194,21 @@ function Response:finish(body)
   return true
 end
 
+--- Sends `value` encoded as JSON (lua-cjson), with
+-- `Content-Type: application/json` unless one was set, and ends the
+-- response. Blocks.
+-- @param value a table (or any value JSON can carry)
+-- @tparam[opt] integer status
+-- @return true, or nil, msg, code
+-- @usage res:json({ id = 7 }, 201)
+function Response:json(value, status)
+  if status ~= nil then self:status(status) end
+  if not (self._headers and (self._headers["Content-Type"] or self._headers["content-type"])) then
+    self:header("Content-Type", "application/json")
+  end
+  return self:finish(router._encode(value))
+end
+
 local function merge(into, from)
   if not into then return from end
   if from then for k, v in pairs(from) do into[k] = v end end
@@ -211,10 +228,13 @@ local function finish_from(res, a, b, c)
       error(("handler returned a %s as headers (table expected)"):format(type(b)), 0)
     end
     res._headers = merge(res._headers, b)
+    if type(c) == "table" then return res:json(c) end
     if c ~= nil and type(c) ~= "string" then error(("handler returned a %s as body"):format(type(c)), 0) end
     return res:finish(c)
   elseif type(a) == "string" then
     return res:finish(a)
+  elseif type(a) == "table" then -- a table alone: JSON
+    return res:json(a)
   elseif a ~= nil then
     error(("handler returned a %s (expected status, headers, body)"):format(type(a)), 0)
   end
@@ -281,15 +301,17 @@ local function serve_connection(server, st, entry)
     end
     if not ok then
       if core.is_cancelled(a) then error(a, 0) end
-      -- a body that could not be read (too large, malformed, too slow)
-      -- answers with its own status; anything else is the server's fault
-      local code = req._status or 500
+      -- loom.http.error answers with its status; a body that could not be
+      -- read (too large, malformed, too slow) with its own; anything else
+      -- is the server's fault
+      local code, text = router._answer_of(a)
+      code = code or req._status or 500
       if code == 500 then
         log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
       end
       if res._state then cut = true break end -- the head is out: the client learns by the reset
       res._code, res._headers, res._state = code, plain, nil
-      res:finish(error_text[code] or "error\n")
+      res:finish(text or error_text[code] or "error\n")
     end
     if res._failed then cut = true break end
     if not res._keep or server._closing then break end
@@ -398,6 +420,10 @@ end
 function http.serve(host, port, handler, opts)
   check_type(host, "string", 1, "serve")
   check_port(port, 2, "serve")
+  if getmetatable(handler) == router.Router then -- a router answers through its __call
+    local app = handler
+    handler = function(req, res) return app(req, res) end
+  end
   check_type(handler, "function", 3, "serve")
   check_type(opts, "table", 4, "serve", true)
   if opts and opts.max_connections ~= nil and (math.type(opts.max_connections) ~= "integer" or opts.max_connections < 1) then

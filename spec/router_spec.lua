@@ -1,0 +1,193 @@
+-- loom.http.router, JSON in and out, and loom.http.error, against loom's
+-- own server and client.
+local loom = require "loom"
+local helper = require "helper"
+local run = helper.run
+local http = loom.http
+local serve, done = helper.http_serve, helper.http_done
+
+-- status, body, headers of one request
+local function call(base, method, path, body, headers)
+  local res = assert(http.request { method = method, url = base .. path, body = body, headers = headers })
+  return res.status, res.body, res.headers
+end
+
+-- status, body
+local function sb(...)
+  local status, body = call(...)
+  return status, body
+end
+
+local JSON = { ["Content-Type"] = "application/json" }
+
+describe("loom.http.router", function()
+  it("routes by method and pattern: static before :param before *wildcard, 404 and 405 with Allow", function()
+    run(function()
+      local app = http.router()
+      app:get("/users/me", function() return "me" end)
+      app:get("/users/:id", function(req) return "user " .. req.params.id end)
+      app:put("/users/:id", function(req) return "put " .. req.params.id end)
+      app:get("/users/:id/posts/:post", function(req) return req.params.id .. "/" .. req.params.post end)
+      app:get("/files/*path", function(req) return "file [" .. req.params.path .. "]" end)
+      app:route("delete", "/users/:id", function() return 204 end)
+      local srv, base = serve(app)
+      assert.are.same({ 200, "me" }, { sb(base, "GET", "/users/me") })
+      assert.are.same({ 200, "user 42" }, { sb(base, "GET", "/users/42") })
+      assert.are.same({ 200, "user a/b" }, { sb(base, "GET", "/users/a%2Fb") }) -- one segment, decoded
+      assert.are.same({ 200, "put 7" }, { sb(base, "PUT", "/users/7") })
+      assert.are.same({ 200, "3/9" }, { sb(base, "GET", "/users/3/posts/9") })
+      assert.are.same({ 200, "file [css/site.css]" }, { sb(base, "GET", "/files/css/site.css") })
+      assert.are.same({ 200, "file []" }, { sb(base, "GET", "/files") })
+      assert.are.equal(204, (call(base, "DELETE", "/users/7")))
+      local status, body = call(base, "GET", "/nowhere")
+      assert.are.same({ 404, "not found\n" }, { status, body })
+      local st, b, h = call(base, "POST", "/users/7")
+      assert.are.same({ 405, "method not allowed\n" }, { st, b })
+      assert.are.equal("DELETE, GET, HEAD, OPTIONS, PUT", h.allow)
+      st, b, h = call(base, "HEAD", "/users/42") -- GET answers HEAD, without the body
+      assert.are.same({ 200, "" }, { st, b })
+      assert.are.equal("7", h["content-length"])
+      st, b, h = call(base, "OPTIONS", "/users/42")
+      assert.are.same({ 204, "" }, { st, b })
+      assert.are.equal("DELETE, GET, HEAD, OPTIONS, PUT", h.allow)
+      done(srv)
+    end)
+  end)
+
+  it("runs middleware in order around every request, 404s included; one may answer by itself", function()
+    run(function()
+      local app, log = http.router(), {}
+      app:use(function(req, _, next)
+        local status, headers, body = next()
+        log[#log + 1] = ("%s %s %s"):format(req.method, req.path, tostring(status))
+        headers = headers or {}
+        headers["X-Seen"] = "yes"
+        return status, headers, body
+      end)
+      app:use(function(req, _, next)
+        if req.headers.authorization ~= "Bearer t" then return 401, {}, "who are you\n" end
+        return next()
+      end)
+      app:get("/secret", function() return 200, {}, "the secret" end)
+      local srv, base = serve(app)
+      local st, body, h = call(base, "GET", "/secret")
+      assert.are.same({ 401, "who are you\n", "yes" }, { st, body, h["x-seen"] })
+      st, body = call(base, "GET", "/secret", nil, { Authorization = "Bearer t" })
+      assert.are.same({ 200, "the secret" }, { st, body })
+      st = call(base, "GET", "/missing", nil, { Authorization = "Bearer t" })
+      assert.are.equal(404, st)
+      assert.are.same({ "GET /secret 401", "GET /secret 200", "GET /missing 404" }, log)
+      done(srv)
+    end)
+  end)
+
+  it("mounts sub-routers under a prefix, their parameters and middleware with them", function()
+    run(function()
+      local api, app = http.router(), http.router()
+      api:use(function(_, _, next)
+        local s, h, b = next()
+        h = h or {}
+        h["X-Api"] = "v1"
+        return s, h, b
+      end)
+      api:get("/items/:n", function(req) return "item " .. req.params.n end)
+      api:get("/", function() return "api root" end)
+      app:get("/", function() return "home" end)
+      app:mount("/api/v1", api)
+      local srv, base = serve(app)
+      local st, body, h = call(base, "GET", "/api/v1/items/5")
+      assert.are.same({ 200, "item 5", "v1" }, { st, body, h["x-api"] })
+      assert.are.same({ 200, "api root" }, { sb(base, "GET", "/api/v1") })
+      assert.are.same({ 200, "home" }, { sb(base, "GET", "/") })
+      assert.are.equal(404, (call(base, "GET", "/api/v1/nothing")))
+      done(srv)
+    end)
+  end)
+
+  it("finds its route among a thousand", function()
+    run(function()
+      local app = http.router()
+      for i = 1, 1000 do
+        app:get(("/r%d/:x"):format(i), function(req) return ("%d:%s"):format(i, req.params.x) end)
+      end
+      local srv, base = serve(app)
+      for _, i in ipairs({ 1, 500, 1000 }) do
+        assert.are.same({ 200, ("%d:z"):format(i) }, { sb(base, "GET", ("/r%d/z"):format(i)) })
+      end
+      done(srv)
+    end)
+  end)
+
+  it("refuses bad routes when they are added", function()
+    local app = http.router()
+    app:get("/a/:id", print)
+    assert.has_error(function() app:get("a", print) end,
+      "bad argument #1 to 'get' (pattern must be a path starting with '/')")
+    assert.has_error(function() app:get("/a/:id", print) end, "bad argument #1 to 'get' (GET /a/:id is routed twice)")
+    assert.has_error(function() app:post("/a/:name", print) end,
+      "bad argument #1 to 'post' ('/a/:name': parameter ':name' where another route has ':id')")
+    assert.has_error(function() app:get("/x/*rest/more", print) end,
+      "bad argument #1 to 'get' ('/x/*rest/more': a wildcard must be the last segment)")
+    assert.has_error(function() app:get("/b", 42) end, "bad argument #2 to 'get' (handler expected, got number)")
+    assert.has_error(function() app:route("BREW", "/pot", print) end,
+      "bad argument #1 to 'route' (method must be GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or '*')")
+    assert.has_error(function() app:use("x") end, "bad argument #1 to 'use' (function expected, got string)")
+    assert.has_error(function() app:mount("/api/", http.router()) end,
+      "bad argument #1 to 'mount' (prefix must be a plain path such as '/api' (no parameter, no trailing slash))")
+  end)
+end)
+
+describe("JSON and loom.http.error", function()
+  it("sends a returned table as JSON, reads req:json(), answers bad JSON or a wrong type with 400", function()
+    run(function()
+      local cjson = require "cjson"
+      local app = http.router()
+      app:get("/t", function() return { ok = true, list = { 1, 2, 3 } } end)
+      app:post("/echo", function(req)
+        local v = req:json()
+        return 201, { ["X-Kind"] = type(v) }, { got = v }
+      end)
+      app:get("/res", function(_, res) res:json({ via = "res" }, 202) end)
+      local srv, base = serve(app, { max_body_size = 100 })
+      local st, body, h = call(base, "GET", "/t")
+      assert.are.equal(200, st)
+      assert.are.equal("application/json", h["content-type"])
+      assert.are.same({ ok = true, list = { 1, 2, 3 } }, cjson.decode(body))
+      st, body, h = call(base, "POST", "/echo", '{"name":"ada","n":[1,2]}', JSON)
+      assert.are.same({ 201, "table" }, { st, h["x-kind"] })
+      assert.are.same({ got = { name = "ada", n = { 1, 2 } } }, cjson.decode(body))
+      st, body = call(base, "POST", "/echo", '{"name":', JSON)
+      assert.are.equal(400, st)
+      assert.matches("^invalid JSON: ", body)
+      st, body = call(base, "POST", "/echo", "{}", { ["Content-Type"] = "text/plain" })
+      assert.are.same({ 400, "expected a JSON body (Content-Type: application/json), got 'text/plain'\n" },
+        { st, body })
+      st = call(base, "POST", "/echo", '{"x":"' .. ("y"):rep(200) .. '"}', JSON)
+      assert.are.equal(413, st) -- bounded by the body limit
+      st, body, h = call(base, "GET", "/res")
+      assert.are.same({ 202, '{"via":"res"}', "application/json" }, { st, body, h["content-type"] })
+      done(srv)
+    end)
+  end)
+
+  it("loom.http.error answers with its status and message and is not logged; other errors are 500s", function()
+    run(function()
+      local logged = {}
+      local app = http.router()
+      app:get("/users/:id", function(req)
+        if req.params.id ~= "1" then http.error(404, "no user " .. req.params.id) end
+        return "ada"
+      end)
+      app:get("/boom", function() error("kaput") end)
+      local srv, base = serve(app, { on_error = function(msg) logged[#logged + 1] = msg end })
+      assert.are.same({ 404, "no user 7\n" }, { sb(base, "GET", "/users/7") })
+      assert.are.same({ 200, "ada" }, { sb(base, "GET", "/users/1") })
+      assert.are.equal(0, #logged)
+      assert.are.same({ 500, "internal server error\n" }, { sb(base, "GET", "/boom") })
+      assert.are.equal(1, #logged)
+      assert.matches("kaput", logged[1])
+      assert.has_error(function() http.error(200) end, "bad argument #1 to 'error' (status must be an integer 400-599)")
+      done(srv)
+    end)
+  end)
+end)
