@@ -1,61 +1,48 @@
--- A JSON API server with a few routes (an in-memory list of todos), using
--- Debian's lua-cjson for JSON. Run without arguments, it starts the server on
--- a free port, talks to it with loom.http as a client would, prints each
--- exchange and stops; with a port (lua5.4 examples/json_api.lua 8080) it
--- serves until Ctrl-C:   curl -d '{"title":"milk"}' localhost:8080/todos
+-- A JSON API server with a few routes (an in-memory list of todos) on
+-- loom.http.router, JSON through lua-cjson. Run without arguments, it starts
+-- the server on a free port, talks to it with loom.http as a client would,
+-- prints each exchange and stops; with a port (lua5.4 examples/json_api.lua
+-- 8080) it serves until Ctrl-C:   curl -d '{"title":"milk"}' -H 'Content-Type: application/json' localhost:8080/todos
 local loom = require "loom"
-local json = require "cjson"
 
 local todos, next_id = {}, 1
 local JSON = { ["Content-Type"] = "application/json" }
+local app = loom.http.router()
 
-local function reply(status, value)
-  return status, JSON, json.encode(value)
-end
+-- errors as JSON: 404s, 405s, and loom.http.error raised by a handler
+app:errors(function(_, status, message) return status, {}, { error = message } end)
 
--- Routes: method and a path pattern; captures are passed to the handler.
-local routes = {
-  { "GET", "^/todos$", function()
-    local list = {}
-    for id = 1, next_id - 1 do list[#list + 1] = todos[id] end
-    return reply(200, { todos = list, count = #list })
-  end },
-  { "POST", "^/todos$", function(req)
-    local body, err, _, status = req:body()
-    if not body then return reply(status or 400, { error = err }) end
-    local ok, item = pcall(json.decode, body)
-    if not ok or type(item) ~= "table" or type(item.title) ~= "string" then
-      return reply(400, { error = "expected a JSON object with a title" })
-    end
-    local todo = { id = next_id, title = item.title, done = false }
-    todos[next_id], next_id = todo, next_id + 1
-    return reply(201, todo)
-  end },
-  { "GET", "^/todos/(%d+)$", function(_, id)
-    local todo = todos[tonumber(id)]
-    if not todo then return reply(404, { error = "no todo " .. id }) end
-    return reply(200, todo)
-  end },
-  { "DELETE", "^/todos/(%d+)$", function(_, id)
-    if not todos[tonumber(id)] then return reply(404, { error = "no todo " .. id }) end
-    todos[tonumber(id)] = nil
-    return 204, {}, ""
-  end },
-}
+app:get("/todos", function()
+  local list = {}
+  for id = 1, next_id - 1 do list[#list + 1] = todos[id] end
+  return { todos = list, count = #list } -- a table is sent as JSON
+end)
 
-local function handler(req)
-  for _, r in ipairs(routes) do
-    if req.method == r[1] then
-      local captures = { req.path:match(r[2]) }
-      if captures[1] then return r[3](req, table.unpack(captures)) end
-    end
+app:post("/todos", function(req)
+  local item = req:json() -- a 400 by itself for a body that is not JSON
+  if type(item) ~= "table" or type(item.title) ~= "string" then
+    loom.http.error(400, "expected a JSON object with a title")
   end
-  return reply(404, { error = "no route for " .. req.method .. " " .. req.path })
+  local todo = { id = next_id, title = item.title, done = false }
+  todos[next_id], next_id = todo, next_id + 1
+  return 201, {}, todo
+end)
+
+local function find(req)
+  local todo = todos[tonumber(req.params.id)]
+  if not todo then loom.http.error(404, "no todo " .. req.params.id) end
+  return todo
 end
+
+app:get("/todos/:id", find)
+app:delete("/todos/:id", function(req)
+  todos[find(req).id] = nil
+  return 204
+end)
 
 loom.run(function()
   local port = tonumber(arg[1])
-  local server = assert(loom.http.serve("127.0.0.1", port or 0, handler))
+  local server = assert(loom.http.serve("127.0.0.1", port or 0, app))
   local _, bound = server:address()
   local base = "http://127.0.0.1:" .. bound
   if port then

@@ -33,9 +33,10 @@ function router.error(status, message)
   error(setmetatable({ status = status, message = message or ("HTTP " .. status) }, HttpError), 2)
 end
 
--- The status and body of a value raised by a handler, if it is an HTTP error.
+-- The status and message of a value raised by a handler, if it is an HTTP
+-- error.
 function router._answer_of(e)
-  if getmetatable(e) == HttpError then return e.status, e.message .. "\n" end
+  if getmetatable(e) == HttpError then return e.status, e.message end
 end
 
 -- JSON.
@@ -194,16 +195,35 @@ end
 
 local PLAIN = { ["Content-Type"] = "text/plain; charset=utf-8" }
 
+-- The answer for an error status: the router's `errors` function's, or
+-- plain text.
+local function error_answer(self, req, status, message, headers)
+  local errors = self._errors
+  if not errors then
+    local h = { ["Content-Type"] = PLAIN["Content-Type"] }
+    for k, v in pairs(headers or {}) do h[k] = v end
+    return status, h, message .. "\n"
+  end
+  local s, h, b = errors(req, status, message)
+  if math.type(s) ~= "integer" then s, h, b = status, nil, s end
+  if headers then
+    h = h or {}
+    for k, v in pairs(headers) do h[k] = v end
+  end
+  return s, h, b
+end
+router._error_answer = error_answer
+
 -- Answers req with this router's routes, for the path's segments from i.
 local function dispatch(self, req, res, segs, i)
   local params = {}
   local node = match(self._root, segs, i, params)
-  if not node then return 404, PLAIN, "not found\n" end
+  if not node then return error_answer(self, req, 404, "not found") end
   local methods, method = node.methods, req.method
   local h = methods[method] or (method == "HEAD" and methods.GET) or methods["*"]
   if not h then
     if method == "OPTIONS" then return 204, { Allow = allow_of(methods) } end
-    return 405, { Allow = allow_of(methods), ["Content-Type"] = PLAIN["Content-Type"] }, "method not allowed\n"
+    return error_answer(self, req, 405, "method not allowed", { Allow = allow_of(methods) })
   end
   params.__mount = nil
   local p = rawget(req, "params")
@@ -283,6 +303,21 @@ end
 function Router:use(fn)
   check_type(fn, "function", 1, "use")
   self._mw[#self._mw + 1] = fn
+  return self
+end
+
+--- Sets how errors are answered: `fn(req, status, message)` returns the
+-- answer (as a handler does: `status, headers, body`, a string, or a table
+-- for JSON) for the router's 404s and 405s (its `Allow` kept) and, on the
+-- router given to `loom.http.serve`, for `loom.http.error` raised by any
+-- handler (and `req:json()`'s 400s). Without it they are plain text.
+-- Never blocks.
+-- @tparam function fn
+-- @treturn Router
+-- @usage app:errors(function(req, status, message) return status, {}, { error = message } end)
+function Router:errors(fn)
+  check_type(fn, "function", 1, "errors")
+  self._errors = fn
   return self
 end
 

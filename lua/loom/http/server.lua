@@ -304,14 +304,22 @@ local function serve_connection(server, st, entry)
       -- loom.http.error answers with its status; a body that could not be
       -- read (too large, malformed, too slow) with its own; anything else
       -- is the server's fault
-      local code, text = router._answer_of(a)
+      local code, message = router._answer_of(a)
       code = code or req._status or 500
       if code == 500 then
         log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
       end
       if res._state then cut = true break end -- the head is out: the client learns by the reset
       res._code, res._headers, res._state = code, plain, nil
-      res:finish(text or error_text[code] or "error\n")
+      if message and server._app then -- the router's way of answering errors
+        res._headers = nil
+        local ok2, e2 = pcall(function()
+          return finish_from(res, router._error_answer(server._app, req, code, message))
+        end)
+        if not ok2 then log(("http error answer failed: %s"):format(tostring(e2))) end
+      else
+        res:finish(message and message .. "\n" or error_text[code] or "error\n")
+      end
     end
     if res._failed then cut = true break end
     if not res._keep or server._closing then break end
@@ -420,8 +428,9 @@ end
 function http.serve(host, port, handler, opts)
   check_type(host, "string", 1, "serve")
   check_port(port, 2, "serve")
+  local app, given = nil, handler
   if getmetatable(handler) == router.Router then -- a router answers through its __call
-    local app = handler
+    app = handler
     handler = function(req, res) return app(req, res) end
   end
   check_type(handler, "function", 3, "serve")
@@ -441,7 +450,7 @@ function http.serve(host, port, handler, opts)
   local tls_ctx, hs_timeout = net._server_tls(opts, "serve")
   if o.workers ~= nil then
     return require("loom.workers")._serve("serve", host, port, o, function(wo)
-      local server, e, c = http.serve(host, port, handler, wo)
+      local server, e, c = http.serve(host, port, given, wo)
       if not server then return nil, nil, e, c end
       return server, function(timeout) server:_close(timeout, 1) end
     end)
@@ -450,7 +459,7 @@ function http.serve(host, port, handler, opts)
                                                            _listen_fd = o._listen_fd })
   if not listener then return nil, err, code end
   local server = setmetatable({ _listener = listener, _handler = handler, _opts = o, _conns = {},
-                                _drained = core.event() }, Server)
+                                _drained = core.event(), _app = app }, Server)
   -- each connection is tracked while it lives, so that close can find the
   -- idle ones and wait for the others
   local _, stop = net._run_server(listener, function(st)
