@@ -38,6 +38,7 @@ build = {
     ["loom.http.server"] = "lua/loom/http/server.lua",
     ["loom.http.client"] = "lua/loom/http/client.lua",
     ["loom.http.router"] = "lua/loom/http/router.lua",
+    ["loom.http.static"] = "lua/loom/http/static.lua",
     ["loom.tls"] = "lua/loom/tls.lua",
     ["loom.websocket"] = "lua/loom/websocket.lua",
     ["loom.pg"] = "lua/loom/pg.lua",

@@ -6,15 +6,19 @@
  * write now, queue only the unsent tail, wait above a high-water mark), and
  * the handle's life: a graceful close keeps the handle until the queue is
  * flushed (bounded by the linger timer), an abort drops it; the handle is
- * malloc'd and freed in its close callback.
+ * malloc'd and freed in its close callback. Files are sent from the page
+ * cache with sendfile(2), ordered after what was written.
  */
 
 /***
 @module loom.net
 */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include "loom.h"
 #include "stream.h"
 #include "tls.h"
@@ -809,6 +813,87 @@ static int s_sockname(lua_State *L) {
   return name_of(L, 0);
 }
 
+/* stream:_sendfile(fd, offset, length): sends length bytes of the open
+   file fd from offset, after what write queued, straight from the page
+   cache to the socket (sendfile(2) on the loop's thread, as nginx does
+   without aio: a file not in the cache is read while the loop waits).
+   When the socket is full, one piece goes through the write queue instead,
+   whose drain waits for room. true, or nil, msg, code (ENOTSUP under TLS:
+   the bytes must be encrypted, the caller copies them). Blocks. Stack
+   while sending: [stream, fd, offset, left]. */
+#define SENDFILE_PIECE (64 * 1024)
+
+static int sendfile_k(lua_State *L, int status, lua_KContext ctx);
+
+static int sendfile_run(lua_State *L, loom_task *t, lstream *st) {
+  int in = (int)lua_tointeger(L, 2);
+  off_t off = (off_t)lua_tointeger(L, 3);
+  lua_Integer left = lua_tointeger(L, 4);
+  uv_os_fd_t out;
+  while (left > 0) {
+    size_t want = left > SENDFILE_PIECE * 4 ? SENDFILE_PIECE * 4 : (size_t)left;
+    ssize_t n;
+    if (st->closed) return loom_fail_closed(L);
+    if (st->werr) return loom_fail(L, st->werr, NULL);
+    if (st->queued > 0) { /* what was written goes first */
+      lua_pushinteger(L, (lua_Integer)off);
+      lua_replace(L, 3);
+      lua_pushinteger(L, left);
+      lua_replace(L, 4);
+      return loom_stream_drain(L, t, st, sendfile_k);
+    }
+    if (uv_fileno(st->h.uv, &out) < 0) return loom_fail_closed(L);
+    n = sendfile(out, in, &off, want);
+    if (n > 0) {
+      left -= n;
+    } else if (n == 0) {
+      return loom_fail(L, UV_EOF, "the file ended early");
+    } else if (errno == EAGAIN) { /* full: this piece waits in the queue */
+      char *buf = malloc(SENDFILE_PIECE);
+      ssize_t got;
+      uv_buf_t b;
+      int rc;
+      if (buf == NULL) return luaL_error(L, "sendfile: out of memory");
+      got = pread(in, buf, left > SENDFILE_PIECE ? SENDFILE_PIECE : (size_t)left, off);
+      if (got <= 0) {
+        free(buf);
+        return got == 0 ? loom_fail(L, UV_EOF, "the file ended early") : loom_fail(L, uv_translate_sys_error(errno), NULL);
+      }
+      b = uv_buf_init(buf, (unsigned)got);
+      rc = loom_stream_raw_send(st, &b, 1);
+      free(buf);
+      if (rc < 0) return loom_fail(L, rc, NULL);
+      off += got;
+      left -= got;
+    } else if (errno != EINTR) {
+      return loom_fail(L, uv_translate_sys_error(errno), NULL);
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, sendfile_k);
+  lstream *st = lua_touserdata(L, 1);
+  int n = loom_stream_drained(L, t, st);
+  (void)status;
+  if (n) return n;
+  return sendfile_run(L, t, st);
+}
+
+static int s_sendfile(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  lstream *st = checkstream(L);
+  loom_task *t = loom_checkrunning(L, S, "sendfile");
+  luaL_checkinteger(L, 2);
+  luaL_argcheck(L, luaL_checkinteger(L, 3) >= 0, 3, "offset must not be negative");
+  luaL_argcheck(L, luaL_checkinteger(L, 4) >= 0, 4, "length must not be negative");
+  lua_settop(L, 4);
+  if (st->tls) return loom_fail(L, UV_ENOTSUP, "sendfile needs a plain socket");
+  return sendfile_run(L, t, st);
+}
+
 /* stream:_buffered(): bytes received and not yet read (LuaSocket's dirty),
    and all bytes ever received (its getstats). */
 static int s_buffered(lua_State *L) {
@@ -874,6 +959,7 @@ void loom_open_stream(lua_State *L) {
                                      {"lines", s_lines},
                                      {"_fileno", s_fileno},
                                      {"_buffered", s_buffered},
+                                     {"_sendfile", s_sendfile},
                                      {"_setopt", s_setopt},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", s_close}, {"__gc", s_gc}, {"__tostring", s_tostring},

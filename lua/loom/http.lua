@@ -11,6 +11,7 @@ local common = require "loom.http.common"
 local server = require "loom.http.server"
 local client = require "loom.http.client"
 local router = require "loom.http.router"
+local static = require "loom.http.static"
 
 return {
   serve = server.serve,
@@ -20,5 +21,6 @@ return {
   encode_query = common.encode_query,
   decode_query = common.decode_query,
   router = router.new,
+  static = static.new,
   error = router.error,
 }
