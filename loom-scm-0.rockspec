@@ -39,6 +39,7 @@ build = {
     ["loom.http.client"] = "lua/loom/http/client.lua",
     ["loom.http.router"] = "lua/loom/http/router.lua",
     ["loom.http.static"] = "lua/loom/http/static.lua",
+    ["loom.http.sse"] = "lua/loom/http/sse.lua",
     ["loom.tls"] = "lua/loom/tls.lua",
     ["loom.websocket"] = "lua/loom/websocket.lua",
     ["loom.pg"] = "lua/loom/pg.lua",

@@ -41,6 +41,7 @@ typedef struct hconn {
   int closing;       /* the server is closing: plain requests go the general way */
   int close_asked;   /* a response said Connection: close: no next message */
   int expect;        /* the head had an Expect header */
+  int cancel_gone;   /* a handler is cancelled if its client goes (server option cancel_on_disconnect) */
   int err_status;    /* the status a failure maps to: 400, 408, 413, 431, 505 */
   unsigned nmsg;     /* messages begun on this connection */
   int last;          /* kind of the last token appended */
@@ -918,6 +919,7 @@ static int serve_answer(lua_State *L, hconn *hc, loom_task *t, int status) {
   const char *body;
   uv_buf_t b[2];
   int r, n = 1;
+  loom_stream_watch_gone(hc->st, NULL); /* the handler has ended */
   if (status != LUA_OK) return hand_over(L, 0);
   code = lua_isinteger(L, SV_A) ? lua_tointeger(L, SV_A) : 0;
   if (code < 100 || code > 999 || code == 204 || code == 304 || !lua_istable(L, SV_B) ||
@@ -967,6 +969,7 @@ static int serve_run(lua_State *L, hconn *hc, loom_task *t, int n) {
     lua_pushvalue(L, 2);
     lua_pushvalue(L, SV_REQ);
     if (nargs == 2) lua_pushvalue(L, SV_RES);
+    if (hc->cancel_gone) loom_stream_watch_gone(hc->st, t);
     r = serve_answer(L, hc, t, lua_pcallk(L, nargs, 3, 3, 0, serve_handler_k));
     if (r >= 0) return r;
     lua_settop(L, SV_RESMT);
@@ -1118,14 +1121,16 @@ static double opt_seconds(lua_State *L, int idx) {
 }
 
 /* _http_conn(stream, kind, headers_mt, message_mt, max_head, max_body,
-   idle_timeout, head_timeout, body_timeout): a connection reading requests
-   (kind "request") or responses ("response") from the stream. */
+   idle_timeout, head_timeout, body_timeout, cancel_gone): a connection
+   reading requests (kind "request") or responses ("response") from the
+   stream; with cancel_gone, the handlers conn:serve runs are cancelled if
+   the client goes while they run. */
 static int c_new(lua_State *L) {
   lstream *st = luaL_checkudata(L, 1, LOOM_STREAM);
   static const char *const kinds[] = {"request", "response", NULL};
   int kind = luaL_checkoption(L, 2, NULL, kinds);
   hconn *hc;
-  lua_settop(L, 9);
+  lua_settop(L, 10);
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
   hc = lua_newuserdatauv(L, sizeof *hc, HC_NUV);
@@ -1139,6 +1144,7 @@ static int c_new(lua_State *L) {
   hc->idle_timeout = opt_seconds(L, 7);
   hc->head_timeout = opt_seconds(L, 8);
   hc->body_timeout = opt_seconds(L, 9);
+  hc->cancel_gone = lua_toboolean(L, 10);
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_setmetatable(L, -2);
   lua_pushvalue(L, 1);

@@ -66,6 +66,7 @@ static void close_handle(lstream *st) {
    the tasks blocked on it wake to "closed". */
 static void mark_closed(lstream *st) {
   st->closed = 1;
+  st->gone_task = NULL;
   stop_reading(st);
   wake_all(st->lp, &st->readers);
   wake_all(st->lp, &st->writers);
@@ -173,6 +174,17 @@ static int pending_error(uv_stream_t *s) {
   return err ? uv_translate_sys_error(err) : 0;
 }
 
+/* The peer closed or reset the connection: the task that asked to know
+   (an HTTP handler's, whose answer nobody will read) is cancelled. */
+static void cancel_gone(lstream *st) {
+  loom_task *t = st->gone_task;
+  lua_State *L = st->lp->L;
+  st->gone_task = NULL;
+  lua_pushliteral(L, "client gone");
+  loom_cancel(L, st->lp, t, -1);
+  lua_pop(L, 1);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   lstream *st = s->data;
   loom_task *t;
@@ -186,6 +198,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     stop_reading(st);
     wake_all(st->lp, &st->readers);
+    if (st->gone_task) cancel_gone(st);
     return;
   }
   /* under TLS the bytes are ciphertext: the TLS layer puts the plaintext in
@@ -894,6 +907,21 @@ static int s_sendfile(lua_State *L) {
   return sendfile_run(L, t, st);
 }
 
+/* stream:_cancel_on_close(on): with on, the running task is cancelled if
+   the peer closes or resets the connection from now on (an end seen
+   already does not count: a client that half-closed after its request
+   still gets its answer); without, no more. */
+void loom_stream_watch_gone(lstream *st, loom_task *t) {
+  st->gone_task = (t && !st->eof && !st->rerr && !st->closed) ? t : NULL;
+}
+
+static int s_cancel_on_close(lua_State *L) {
+  loom_state *S = loom_getstate(L);
+  lstream *st = checkstream(L);
+  loom_stream_watch_gone(st, lua_toboolean(L, 2) ? loom_checkrunning(L, S, "_cancel_on_close") : NULL);
+  return 0;
+}
+
 /* stream:_buffered(): bytes received and not yet read (LuaSocket's dirty),
    and all bytes ever received (its getstats). */
 static int s_buffered(lua_State *L) {
@@ -960,6 +988,7 @@ void loom_open_stream(lua_State *L) {
                                      {"_fileno", s_fileno},
                                      {"_buffered", s_buffered},
                                      {"_sendfile", s_sendfile},
+                                     {"_cancel_on_close", s_cancel_on_close},
                                      {"_setopt", s_setopt},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__close", s_close}, {"__gc", s_gc}, {"__tostring", s_tostring},

@@ -31,6 +31,7 @@ typedef struct lstream {
   loom_task *want_task; /* a reader of "anything" the read callback may hand bytes to */
   loom_link readers, writers;
   loom_tls *tls;  /* the TLS layer beneath the buffer, or NULL (tls.h) */
+  loom_task *gone_task; /* cancelled if the peer closes or resets meanwhile (an HTTP handler's task) */
 } lstream;
 
 #define loom_stream_sock(st) ((uv_stream_t *)(st)->h.uv)
@@ -58,5 +59,8 @@ int loom_stream_raw_send(lstream *st, const uv_buf_t *bufs, int n);
 int loom_stream_append(lstream *st, const char *p, size_t n);
 int loom_stream_drain(lua_State *L, loom_task *t, lstream *st, lua_KFunction k);
 int loom_stream_drained(lua_State *L, loom_task *t, lstream *st);
+/* Cancels t if the peer closes or resets the connection from now on (t
+   NULL: nobody); an end already seen does not count. */
+void loom_stream_watch_gone(lstream *st, loom_task *t);
 
 #endif

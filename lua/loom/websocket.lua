@@ -218,6 +218,7 @@ end
 -- Answers a request that cannot be upgraded, and closes its connection.
 local function refuse(req, st, status, reason, extra)
   req._taken = true
+  st:_cancel_on_close(false)
   st:write(("HTTP/1.1 %d %s\r\n%sContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
     :format(status, reason, extra or "", #reason + 1, reason .. "\n"))
   return nil, reason
@@ -273,6 +274,7 @@ function websocket.upgrade(req, opts)
   local ext, z
   if opts.compress then ext, z = accept_deflate(h["sec-websocket-extensions"]) end
   req._taken = true
+  st:_cancel_on_close(false) -- the websocket sees its peer's close itself
   local ok, err, code = st:write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     "Sec-WebSocket-Accept: ", core._ws_accept(key), "\r\n",
     protocol and ("Sec-WebSocket-Protocol: " .. protocol .. "\r\n") or "",

@@ -181,6 +181,7 @@ end
 function Response:finish(body)
   check_type(body, "string", 1, "finish", true)
   if self._state == "done" then return true end
+  if self._sse then self._sse:_stop() end
   if not self._state then
     self._state = "done"
     return written(self, self._conn:respond(self._code, self._headers, body or "", self:_flags(false)))
@@ -207,6 +208,21 @@ function Response:json(value, status)
     self:header("Content-Type", "application/json")
   end
   return self:finish(router._encode(value))
+end
+
+--- Starts an event stream (server-sent events) on this response: `200`
+-- with `Content-Type: text/event-stream`, `Cache-Control: no-cache`,
+-- chunked. A comment is sent after `keepalive` seconds without an event
+-- (default 15; false: never). The handler sends until it returns or the
+-- client goes (`send` then returns nil, msg, code). Blocks (sends the head).
+-- @tparam[opt] table opts `keepalive` (seconds or false)
+-- @return an EventStream (`send`, `comment`, `close`), or nil, msg, code
+-- @usage app:get("/events", function(req, res)
+--   local events = res:sse()
+--   for tick in ticks:items() do if not events:send(tick) then break end end
+-- end)
+function Response:sse(opts)
+  return require("loom.http.sse").start(self, opts)
 end
 
 local function merge(into, from)
@@ -254,8 +270,9 @@ local plain = { ["content-type"] = "text/plain; charset=utf-8" }
 -- asks to, idles past keepalive_timeout, or sends something wrong.
 local function serve_connection(server, st, entry)
   local o = server._opts
+  local gone = o.cancel_on_disconnect ~= false
   local conn = core._http_conn(st, "request", headers_mt, Request, o.max_header_size, o.max_body_size,
-    o.keepalive_timeout, o.header_timeout, o.body_timeout)
+    o.keepalive_timeout, o.header_timeout, o.body_timeout, gone)
   entry.conn = conn
   st:set_timeout(o.send_timeout) -- a client that stops reading its responses is dropped
   local handler, log = server._handler, o.on_error
@@ -285,7 +302,9 @@ local function serve_connection(server, st, entry)
     end
     if not ran then
       res = setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
+      if gone then st:_cancel_on_close(true) end
       ok, a, b, c = xpcall(handler, traceback, req, wants_res and res or nil)
+      st:_cancel_on_close(false)
     end
     if req._taken then -- the handler took the connection (loom.websocket.upgrade)
       local cancelled = not ok and core.is_cancelled(a)
@@ -309,6 +328,7 @@ local function serve_connection(server, st, entry)
       if code == 500 then
         log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
       end
+      if res._sse then res._sse:_stop() end
       if res._state then cut = true break end -- the head is out: the client learns by the reset
       res._code, res._headers, res._state = code, plain, nil
       if message and server._app then -- the router's way of answering errors
