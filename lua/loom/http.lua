@@ -23,4 +23,5 @@ return {
   router = router.new,
   static = static.new,
   error = router.error,
+  access_log = router.access_log,
 }

@@ -113,7 +113,19 @@ local function handler_traceback(e, level)
     local at = tb:find("\n%s*%[C%]: " .. frame)
     if at and (not cut or at < cut) then cut = at end
   end
-  return cut and tb:sub(1, cut - 1) or tb
+  tb = cut and tb:sub(1, cut - 1) or tb
+  -- the user's frames only: loom's own (a router's dispatch, middleware
+  -- plumbing) are trimmed, unless nothing else is left
+  local kept, user = {}, 0
+  for line in tb:gmatch("[^\n]+") do
+    local library = line:find("/loom/[%w_/]+%.lua:") or line:find("^%s*loom/[%w_/]+%.lua:") or
+      line:find("^%s*%(%.%.%.tail calls%.%.%.%)$")
+    if not library then
+      kept[#kept + 1] = line
+      if line:find("^%s+%S+%.lua:%d+:") then user = user + 1 end
+    end
+  end
+  return user > 0 and table.concat(kept, "\n") or tb
 end
 
 -- Accepts connections for ever, each handled in its own task (closed after);

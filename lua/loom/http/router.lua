@@ -343,6 +343,45 @@ function Router:mount(prefix, sub)
   return self
 end
 
+--- A middleware writing one line per request in the Common Log Format
+-- (`127.0.0.1 - - [04/Dec/2026:10:00:00 +0000] "GET /x HTTP/1.1" 200 5`;
+-- the size is "-" when the body is streamed or sent as JSON). Never blocks
+-- (the line is written as it is).
+-- @function access_log
+-- @param[opt] out a file (default io.stdout) or a function given each line
+-- @treturn function the middleware, for `app:use`
+-- @usage app:use(loom.http.access_log())
+function router.access_log(out)
+  out = out or io.stdout
+  local write
+  if type(out) == "function" then
+    write = out
+  elseif io.type(out) == "file" then
+    write = function(line)
+      out:write(line, "\n")
+      out:flush()
+    end
+  else
+    argerror(1, "access_log", "a file or a function expected")
+  end
+  return function(req, _, next)
+    local status, size = nil, "-"
+    -- logged however the request ends: an error is its 500 (or
+    -- loom.http.error's status), a client gone nginx's 499
+    local _ <close> = setmetatable({}, { __close = function(_, err)
+      if err ~= nil then
+        status = getmetatable(err) == HttpError and err.status or core.is_cancelled(err) and 499 or 500
+      end
+      write(('%s - - [%s] "%s %s HTTP/%s" %s %s'):format(req.remote or "-", os.date("%d/%b/%Y:%H:%M:%S %z"),
+        req.method, req.target, req.version, tostring(status), size))
+    end })
+    local headers, body
+    status, headers, body = next()
+    size = type(body) == "string" and tostring(#body) or (body == nil and "0" or "-")
+    return status, headers, body
+  end
+end
+
 --- A new router. Never blocks.
 -- @function router
 -- @treturn Router

@@ -22,7 +22,8 @@ local Request = {}
 
 --- A request, as a handler receives it: `method`, `path` (decoded, without
 -- the query), `target` (raw), `query` (decoded parameters), `query_string`,
--- `headers` (lower-case names, any spelling finds them), `version`.
+-- `headers` (lower-case names, any spelling finds them), `version`,
+-- `remote` (the client's address), `params` (a router's parameters).
 -- @type Request
 
 --- The whole request body, read once and kept. Blocks. Over the server's
@@ -64,7 +65,8 @@ local request_methods = { body = Request.body, read = Request.read, _continue = 
                           json = router.request_json }
 
 -- req.query (the query string's parameters, decoded), req.query_string (the
--- raw query) and req.version ("1.1") are made on first use.
+-- raw query), req.version ("1.1") and req.remote (the client's address)
+-- are made on first use.
 Request.__index = function(req, k)
   if k == "query" then
     local q = common.decode_query(req.query_string)
@@ -78,6 +80,10 @@ Request.__index = function(req, k)
     local v = req[1]:info()
     rawset(req, "version", v)
     return v
+  elseif k == "remote" then
+    local host = req[1]:stream():peername()
+    rawset(req, "remote", host or false)
+    return host
   end
   return request_methods[k]
 end
