@@ -40,6 +40,7 @@ build = {
     ["loom.http.router"] = "lua/loom/http/router.lua",
     ["loom.http.static"] = "lua/loom/http/static.lua",
     ["loom.http.sse"] = "lua/loom/http/sse.lua",
+    ["loom.http.form"] = "lua/loom/http/form.lua",
     ["loom.tls"] = "lua/loom/tls.lua",
     ["loom.websocket"] = "lua/loom/websocket.lua",
     ["loom.pg"] = "lua/loom/pg.lua",

@@ -350,3 +350,70 @@ describe("logging", function()
     end)
   end)
 end)
+
+describe("forms", function()
+  local function multipart(boundary, parts)
+    local out = {}
+    for _, p in ipairs(parts) do
+      out[#out + 1] = "--" .. boundary .. "\r\n" .. p .. "\r\n"
+    end
+    return table.concat(out) .. "--" .. boundary .. "--\r\n"
+  end
+
+  it("reads urlencoded fields and multipart fields and files, in memory or to a directory", function()
+    run(function()
+      local dir = assert(loom.fs.mkdtemp("/tmp/loom-upload-"))
+      local app, got = http.router(), {}
+      app:post("/mem", function(req) got.fields, got.files = req:form() return "ok" end)
+      app:post("/disk", function(req) got.fields, got.files = req:form({ dir = dir }) return "ok" end)
+      local srv, base = serve(app, { max_body_size = 4 * 1024 * 1024 })
+      assert.are.equal(200, (call(base, "POST", "/mem", "a=1&b=x+y&c=%C3%A9",
+        { ["Content-Type"] = "application/x-www-form-urlencoded" })))
+      assert.are.same({ a = "1", b = "x y", c = "é" }, got.fields)
+      local blob = {}
+      for i = 1, 200000 do blob[i] = string.char(i % 256) end
+      blob = table.concat(blob) -- crosses many reads, holds CR and LF bytes
+      local body = multipart("XyZ", {
+        'Content-Disposition: form-data; name="title"\r\n\r\nHello\r\nworld',
+        'Content-Disposition: form-data; name="photo"; filename="../../etc/me.png"\r\nContent-Type: image/png\r\n\r\n' .. blob,
+        'Content-Disposition: form-data; name="empty"\r\n\r\n',
+      })
+      local H = { ["Content-Type"] = "multipart/form-data; boundary=XyZ" }
+      assert.are.equal(200, (call(base, "POST", "/mem", body, H)))
+      assert.are.same({ title = "Hello\r\nworld", empty = "" }, got.fields)
+      local f = got.files.photo
+      assert.are.same({ "me.png", "image/png", #blob }, { f.filename, f.content_type, f.size })
+      assert.is_true(f.data == blob, "every byte of the file")
+      assert.are.equal(f, got.files[1])
+      assert.are.equal(200, (call(base, "POST", "/disk", body, H)))
+      f = got.files.photo
+      assert.is_nil(f.data)
+      assert.are.equal(dir, f.path:match("^(.*)/[^/]+$"))
+      assert.is_true(loom.fs.read_file(f.path) == blob, "the file on disk")
+      done(srv)
+      os.execute("rm -rf " .. dir)
+    end)
+  end)
+
+  it("answers 400 for what is not a form or is malformed, 413 over a part's limit", function()
+    run(function()
+      local app = http.router()
+      app:post("/f", function(req) req:form({ max_field_size = 10, max_parts = 3 }) return "ok" end)
+      local srv, base = serve(app)
+      local H = { ["Content-Type"] = "multipart/form-data; boundary=B" }
+      local st, body = call(base, "POST", "/f", "{}", { ["Content-Type"] = "application/json" })
+      assert.are.same({ 400, "expected a form (application/x-www-form-urlencoded or multipart/form-data), got 'application/json'\n" },
+        { st, body })
+      assert.are.equal(400, (call(base, "POST", "/f", "x", { ["Content-Type"] = "multipart/form-data" })))
+      st, body = call(base, "POST", "/f", multipart("B", { 'Content-Disposition: form-data; name="a"\r\n\r\n' .. ("x"):rep(11) }), H)
+      assert.are.same({ 413, "part 'a' is larger than 10 bytes\n" }, { st, body })
+      local four = {}
+      for i = 1, 4 do four[i] = ('Content-Disposition: form-data; name="f%d"\r\n\r\nv'):format(i) end
+      assert.are.equal(413, (call(base, "POST", "/f", multipart("B", four), H)))
+      st, body = call(base, "POST", "/f", "--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end", H)
+      assert.are.same({ 400, "the multipart body ended before its closing delimiter\n" }, { st, body })
+      assert.are.equal(400, (call(base, "POST", "/f", "--B\r\nX-Nothing: 1\r\n\r\nv\r\n--B--\r\n", H)))
+      done(srv)
+    end)
+  end)
+end)

@@ -8,6 +8,7 @@ local net = require "loom.net"
 local args = require "loom.args"
 local common = require "loom.http.common"
 local router = require "loom.http.router"
+local form = require "loom.http.form"
 
 local http = {}
 local argerror, check_type, check_port = args.error, args.type, args.port
@@ -62,7 +63,7 @@ function Request:_continue()
 end
 
 local request_methods = { body = Request.body, read = Request.read, _continue = Request._continue,
-                          json = router.request_json }
+                          json = router.request_json, form = form.request_form }
 
 -- req.query (the query string's parameters, decoded), req.query_string (the
 -- raw query), req.version ("1.1") and req.remote (the client's address)
