@@ -417,3 +417,72 @@ describe("forms", function()
     end)
   end)
 end)
+
+describe("the client's decoding and retries", function()
+  it("asks for gzip and decodes it (nginx with gzip on), deflate too, within max_body_size", function()
+    run(function()
+      local text = ("the quick brown fox jumps over the lazy dog\n"):rep(2000)
+      local ngx = helper.nginx({ ["t.txt"] = text }, function(port, root)
+        return ("gzip on; gzip_types text/plain; gzip_min_length 0; server { listen 127.0.0.1:%d; root %s; }")
+          :format(port, root)
+      end)
+      helper.wait_port(ngx.port)
+      local url = ("http://127.0.0.1:%d/t.txt"):format(ngx.port)
+      local r = assert(http.get(url))
+      assert.are.equal("gzip", r.headers["content-encoding"])
+      assert.is_true(r.body == text, "decoded")
+      local _, err, code = http.get(url, { max_body_size = 1000 }) -- the limit counts decoded bytes
+      assert.are.same({ "body too large", "EBODY" }, { err, code })
+      r = assert(http.get(url, { decompress = false }))
+      assert.is_nil(r.headers["content-encoding"]) -- nothing asked, nothing compressed
+      r = assert(http.get(url, { headers = { ["Accept-Encoding"] = "gzip" } }))
+      assert.are.equal("gzip", r.headers["content-encoding"])
+      assert.is_true(#r.body < #text, "the caller's own Accept-Encoding: left encoded")
+      http.close_idle()
+      ngx.stop()
+      -- deflate (a zlib stream), and a corrupt body
+      local z = assert(loom.process.run { "env", "-u", "LD_PRELOAD", "python3", "-c",
+        "import sys, zlib; sys.stdout.buffer.write(zlib.compress(b'deflated ' * 100))" })
+      local srv, base = serve(function(req)
+        if req.path == "/bad" then return 200, { ["Content-Encoding"] = "gzip" }, "not gzip at all" end
+        return 200, { ["Content-Encoding"] = "deflate" }, z
+      end)
+      assert.are.equal(("deflated "):rep(100), assert(http.get(base .. "/z")).body)
+      _, err, code = http.get(base .. "/bad")
+      assert.are.same({ "corrupt gzip body", "EPROTO" }, { err, code })
+      done(srv)
+    end, 10)
+  end)
+
+  it("retries idempotent requests on 502/503/504 and refused connections, never a POST", function()
+    run(function()
+      local hits = 0
+      local srv, base = serve(function()
+        hits = hits + 1
+        if hits < 3 then return 503, {}, "busy" end
+        return "finally"
+      end)
+      local t0 = loom.now()
+      local r = assert(http.get(base, { retries = 3 }))
+      assert.are.same({ 200, "finally", 3 }, { r.status, r.body, hits })
+      assert.is_true(loom.now() - t0 >= 0.05 + 0.1) -- two back-offs: at least half of 0.1 and 0.2
+      hits = 0
+      r = assert(http.get(base, { retries = 1 }))
+      assert.are.same({ 503, 2 }, { r.status, hits }) -- out of retries: the last answer
+      hits = 0
+      r = assert(http.request { url = base, method = "POST", body = "x", retries = 3 })
+      assert.are.same({ 503, 1 }, { r.status, hits })
+      done(srv)
+      local port = helper.free_port()
+      local late = loom.spawn(function()
+        loom.sleep(0.15)
+        return assert(http.serve("127.0.0.1", port, function() return "up" end))
+      end)
+      r = assert(http.get(("http://127.0.0.1:%d/"):format(port), { retries = 5 }))
+      assert.are.equal("up", r.body)
+      done(late:await())
+      assert.has_error(function() http.get(base, { retries = -1 }) end,
+        "bad argument #1 to 'request' (retries must be a count)")
+    end, 10)
+  end)
+end)

@@ -71,6 +71,7 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_tls(L);
   loom_open_http(L);
   loom_open_ws(L);
+  loom_open_inflate(L);
   loom_open_pg(L);
   loom_open_udp(L);
   loom_open_process(L);

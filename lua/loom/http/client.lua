@@ -153,7 +153,23 @@ local function exchange(pool, u, method, opts)
   local ok
   local payload = opts.body
   if payload == false then payload = nil end
-  ok, err, code = conn:request(method, u.target, u.hostport, opts.headers, payload)
+  -- compressed bodies asked for (and decoded below) unless the caller
+  -- streams the body or chose its own Accept-Encoding
+  local headers, decode = opts.headers, not opts.stream and opts.decompress ~= false and method ~= "HEAD"
+  if decode then
+    local given = false
+    for k in pairs(headers or {}) do
+      if type(k) == "string" and k:lower() == "accept-encoding" then given = true end
+    end
+    if given then
+      decode = false
+    else
+      local h = { ["Accept-Encoding"] = "gzip, deflate" }
+      for k, v in pairs(headers or {}) do h[k] = v end
+      headers = h
+    end
+  end
+  ok, err, code = conn:request(method, u.target, u.hostport, headers, payload)
   if ok then
     local limit = opts.max_body_size or (not opts.stream and CLIENT_MAX_BODY) or nil
     local res
@@ -176,8 +192,14 @@ local function exchange(pool, u, method, opts)
       local body
       body, err, code = conn:read(true)
       if body then
-        res.body = body
         lease.reusable = res.keep_alive
+        local enc = decode and res.headers["content-encoding"]
+        enc = enc and enc:lower():match("^%s*(.-)%s*$")
+        if enc == "gzip" or enc == "x-gzip" or enc == "deflate" then
+          body, err, code = core._inflate(body, enc, limit or CLIENT_MAX_BODY)
+          if not body then return nil, err, code end
+        end
+        res.body = body
         return res
       end
     end
@@ -208,7 +230,7 @@ local function resolve(base, location)
   return origin .. dir .. location
 end
 
-local function perform(opts)
+local function perform_once(opts)
   local method = (opts.method or "GET"):upper()
   local url = opts.url
   local redirects = opts.redirects == nil and 5 or opts.redirects
@@ -241,6 +263,25 @@ local function perform(opts)
   return nil, ("too many redirects (more than %d)"):format(redirects), "EREDIRECT"
 end
 
+local retry_codes = { ECONNREFUSED = true, ECONNRESET = true, EPIPE = true, EOF = true, ECLOSED = true }
+local retry_statuses = { [502] = true, [503] = true, [504] = true }
+
+-- perform_once, retried `retries` times (idempotent methods only) on a
+-- failed connection or a 502/503/504, with loom.retry's back-off: 0.1 s
+-- doubling, at most 5 s, jittered.
+local function perform(opts)
+  local retries = opts.retries or 0
+  if retries == 0 or not idempotent[(opts.method or "GET"):upper()] then return perform_once(opts) end
+  for k = 1, retries + 1 do
+    local res, err, code = perform_once(opts)
+    local again = (res and retry_statuses[res.status]) or (not res and retry_codes[code])
+    if not again or k == retries + 1 then return res, err, code end
+    if res and res.close then res:close() end
+    local delay = math.min(0.1 * 2 ^ (k - 1), 5)
+    core.sleep(delay / 2 + math.random() * delay / 2)
+  end
+end
+
 --- Client functions.
 -- @section client
 
@@ -254,8 +295,13 @@ end
 -- whole exchange; with stream, until the head), `redirects` (5; 0 to not
 -- follow), `stream` (read the body with `res:read()`), `max_per_host` (64
 -- connections), `max_body_size` (default 64 MiB, or none with stream;
--- over it: nil, "body too large", "EBODY"). Interim responses (1xx but
--- 101) are skipped.
+-- over it: nil, "body too large", "EBODY"; applied to the decoded body),
+-- `decompress` (true: `Accept-Encoding: gzip, deflate` is sent unless the
+-- headers set one, and such a body is decoded; not with stream),
+-- `retries` (0: an idempotent request is tried again this many times on a
+-- refused or reset connection or a 502, 503 or 504, after 0.1 s doubling,
+-- jittered; within the one timeout). Interim responses (1xx but 101) are
+-- skipped.
 -- @return a ClientResponse, or nil, msg, code ("ETIMEDOUT", "ECONNREFUSED",
 -- "EPROTO", "ECERT", "EINVAL", "EREDIRECT" ...)
 -- @usage local res = assert(loom.http.request{ method = "POST", url = api .. "/items",
@@ -272,6 +318,9 @@ function http.request(opts)
   end
   check_type(opts.query, "table", 1, "request", true)
   check_type(opts.timeout, "number", 1, "request", true)
+  if opts.retries ~= nil and (math.type(opts.retries) ~= "integer" or opts.retries < 0) then
+    argerror(1, "request", "retries must be a count")
+  end
   local timeout = opts.timeout or 30
   if timeout <= 0 then return nil, "timeout", "ETIMEDOUT" end
   local ok, res, err, code = core.timeout(timeout, perform, opts)
