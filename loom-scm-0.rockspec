@@ -41,6 +41,7 @@ build = {
     ["loom.http.static"] = "lua/loom/http/static.lua",
     ["loom.http.sse"] = "lua/loom/http/sse.lua",
     ["loom.http.form"] = "lua/loom/http/form.lua",
+    ["loom.http.cookies"] = "lua/loom/http/cookies.lua",
     ["loom.tls"] = "lua/loom/tls.lua",
     ["loom.websocket"] = "lua/loom/websocket.lua",
     ["loom.pg"] = "lua/loom/pg.lua",

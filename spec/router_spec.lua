@@ -486,3 +486,36 @@ describe("the client's decoding and retries", function()
     end, 10)
   end)
 end)
+
+describe("loom.http.session", function()
+  it("keeps cookies per host and path, sends them back, honours Max-Age, Secure and Domain", function()
+    run(function()
+      local app = http.router()
+      app:post("/login", function()
+        return 200, { ["Set-Cookie"] = { "sid=abc; Path=/; HttpOnly", "pref=dark", "admin=1; Path=/admin",
+          "sec=x; Secure", "evil=1; Domain=example.com", "gone=1; Max-Age=0" } }, "in"
+      end)
+      app:get("/me", function(req) return req.headers.cookie or "" end)
+      app:get("/admin/me", function(req) return req.headers.cookie or "" end)
+      app:post("/logout", function() return 200, { ["Set-Cookie"] = { "sid=; Max-Age=0; Path=/" } }, "out" end)
+      app:get("/hop", function() return 302, { Location = "/me", ["Set-Cookie"] = { "hop=1; Path=/" } }, "" end)
+      local srv, base = serve(app)
+      local s <close> = http.session { cookies = true, headers = { ["X-Client"] = "spec" } }
+      assert.are.equal("in", assert(s:request { method = "POST", url = base .. "/login" }).body)
+      assert.are.equal("sid=abc; pref=dark", assert(s:get(base .. "/me")).body)
+      assert.are.equal("admin=1; sid=abc; pref=dark", assert(s:get(base .. "/admin/me")).body) -- longer path first
+      local names = {}
+      for _, c in ipairs(s.cookies:list()) do names[#names + 1] = c.name end
+      assert.are.same({ "admin", "pref", "sec", "sid" }, names) -- evil (other domain) and gone refused
+      assert.are.equal("sid=abc; pref=dark; hop=1", assert(s:get(base .. "/hop")).body) -- set on the redirect
+      s:request { method = "POST", url = base .. "/logout" }
+      assert.are.equal("pref=dark; hop=1", assert(s:get(base .. "/me")).body)
+      assert.are.equal("", assert(http.get(base .. "/me")).body) -- outside the session: no jar
+      s.cookies:clear()
+      assert.are.equal("", assert(s:get(base .. "/me")).body)
+      s:close()
+      assert.are.same({ nil, "session closed", "ECLOSED" }, { s:get(base .. "/me") })
+      done(srv)
+    end)
+  end)
+end)

@@ -18,6 +18,7 @@ return {
   request = client.request,
   get = client.get,
   close_idle = client.close_idle,
+  session = client.session,
   encode_query = common.encode_query,
   decode_query = common.decode_query,
   router = router.new,

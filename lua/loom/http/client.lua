@@ -76,12 +76,14 @@ end
 
 Lease.__close = function(self) if not self.moved then self:release() end end
 
-local function get_pool(key, limit)
+-- The pool for key in `within` (a session's pools, or the module's).
+local function get_pool(key, limit, within)
+  within = within or pools
   key = key .. "/" .. limit
-  local pool = pools[key]
+  local pool = within[key]
   if not pool then
     pool = { idle = {}, sem = core.semaphore(limit), limit = limit }
-    pools[key] = pool
+    within[key] = pool
   end
   return pool
 end
@@ -242,11 +244,21 @@ local function perform_once(opts)
     end
     -- a TLS connection is only reused under the trust it was verified with
     if u.scheme == "https" then u.ctx = client_tls(opts); u.key = u.key .. "|" .. tostring(u.ctx) end
-    local pool = get_pool(u.key, opts.max_per_host or default_limit)
+    local pool = get_pool(u.key, opts.max_per_host or default_limit, opts._pools)
+    local jar, o = opts._jar, opts
+    local cookie = jar and jar:_header(u)
+    if cookie then -- the session's cookies for this URL join the caller's headers
+      local h = { Cookie = cookie }
+      for k, v in pairs(opts.headers or {}) do
+        if type(k) == "string" and k:lower() == "cookie" then h.Cookie = cookie .. "; " .. v else h[k] = v end
+      end
+      o = setmetatable({ headers = h }, { __index = opts })
+    end
     local res, retry
-    res, err, code, retry = exchange(pool, u, method, opts)
-    if not res and retry then res, err, code = exchange(pool, u, method, opts) end
+    res, err, code, retry = exchange(pool, u, method, o)
+    if not res and retry then res, err, code = exchange(pool, u, method, o) end
     if not res then return nil, err, code end
+    if jar then jar:_store(u, res.headers["set-cookie"]) end
     local location = res.headers.location
     local s = res.status
     if not (location and (s == 301 or s == 302 or s == 303 or s == 307 or s == 308)) or redirects == 0 then
@@ -342,15 +354,89 @@ function http.get(url, opts)
   return res, err, code
 end
 
+local function close_pools(within)
+  for key, pool in pairs(within) do
+    for _, conn in ipairs(pool.idle) do conn:stream():close() end
+    pool.idle = {}
+    within[key] = nil
+  end
+end
+
 --- Closes the pooled idle client connections (before `loom.run` ends, so
 -- that none is left open). Never blocks.
 -- @usage loom.http.close_idle()
 function http.close_idle()
-  for key, pool in pairs(pools) do
-    for _, conn in ipairs(pool.idle) do conn:stream():close() end
-    pool.idle = {}
-    pools[key] = nil
+  close_pools(pools)
+end
+
+local Session = { __name = "loom.http.Session" }
+Session.__index = Session
+
+--- A client session, from `loom.http.session`: its own connection pools,
+-- default options, and a cookie jar.
+-- @type Session
+
+--- A request with the session's defaults (its `headers` merged under the
+-- request's), pool and cookies. Blocks.
+-- @tparam table opts as `loom.http.request`'s
+-- @return a ClientResponse, or nil, msg, code
+function Session:request(opts)
+  check_type(opts, "table", 1, "request")
+  local o = {}
+  for k, v in pairs(self._defaults) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  if self._defaults.headers and opts.headers then
+    local h = {}
+    for k, v in pairs(self._defaults.headers) do h[k] = v end
+    for k, v in pairs(opts.headers) do h[k] = v end
+    o.headers = h
   end
+  if self._closed then return nil, "session closed", "ECLOSED" end
+  o._pools, o._jar = self._pools, self.cookies
+  local res, err, code = http.request(o)
+  return res, err, code
+end
+
+--- A GET request in the session. Blocks.
+-- @tparam string url
+-- @tparam[opt] table opts as `request`'s
+-- @return a ClientResponse, or nil, msg, code
+function Session:get(url, opts)
+  check_type(url, "string", 1, "get")
+  check_type(opts, "table", 2, "get", true)
+  local o = { url = url, method = "GET" }
+  for k, v in pairs(opts or {}) do if k ~= "url" then o[k] = v end end
+  local res, err, code = self:request(o)
+  return res, err, code
+end
+
+--- Closes the session's idle connections; later requests fail. Also
+-- `<close>`. Never blocks.
+function Session:close()
+  self._closed = true
+  close_pools(self._pools)
+end
+Session.__close = Session.close
+
+--- A client session: requests made through it share its connection pools
+-- (apart from the module's), its default options and, with `cookies`, a
+-- cookie jar: cookies a response sets are sent back to the hosts and paths
+-- they were set for (Secure ones over https only) until they expire; the
+-- jar is `session.cookies` (`list()`, `clear()`). Never blocks.
+-- @tparam[opt] table opts `cookies` (true: keep a jar), and any option of
+-- `loom.http.request` (`headers`, `timeout`, `retries`, `tls` ...) as a
+-- default for its requests
+-- @return a Session (`request`, `get`, `close`)
+-- @usage local s <close> = loom.http.session{ cookies = true, headers = { ["User-Agent"] = "bot" } }
+-- s:request{ method = "POST", url = base .. "/login", body = form }
+-- local me = s:get(base .. "/me") -- with the login's cookie
+function http.session(opts)
+  check_type(opts, "table", 1, "session", true)
+  local defaults = {}
+  for k, v in pairs(opts or {}) do if k ~= "cookies" then defaults[k] = v end end
+  check_type(defaults.headers, "table", 1, "session", true)
+  return setmetatable({ _defaults = defaults, _pools = {},
+                        cookies = opts and opts.cookies and require("loom.http.cookies").new() or nil }, Session)
 end
 
 
