@@ -48,6 +48,17 @@ describe("examples", function()
     assert.matches("servers stopped, exit statuses 0 0", out, 1, true)
   end)
 
+  it("web_app.lua serves its page, its JSON API and live updates by server-sent events", function()
+    local out = example("web_app")
+    assert.matches('GET / %-> 200 text/html; charset=utf%-8, %d+ bytes, title "loom board"', out)
+    assert.matches('POST /api/messages "" -> 400 {"error":"a message needs a text"}', out, 1, true)
+    for i, text in ipairs({ "hello", "anyone here?", "bye" }) do
+      assert.matches(('event %d: {"'):format(i), out, 1, true)
+      assert.matches(('"text":"%s"'):format(text), out, 1, true)
+    end
+    assert.matches("GET /api/messages -> 3 messages", out, 1, true)
+  end)
+
   it("ws_feed.lua follows the feed to its close", function()
     local out = example("ws_feed")
     local _, updates = out:gsub("#%d+", "")

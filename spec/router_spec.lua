@@ -519,3 +519,88 @@ describe("loom.http.session", function()
     end)
   end)
 end)
+
+describe("faults and bad input", function()
+  it("bounds JSON nesting, refuses endless multipart parts, ignores malformed ranges", function()
+    run(function()
+      local root = assert(loom.fs.mkdtemp("/tmp/loom-static-"))
+      assert(loom.fs.write_file(root .. "/f.txt", "0123456789"))
+      local app = http.router()
+      app:post("/json", function(req) req:json() return "ok" end)
+      app:post("/form", function(req) req:form() return "ok" end)
+      app:get("/files/*path", http.static(root))
+      local srv, base = serve(app, { max_body_size = 64 * 1024 })
+      local st, body = call(base, "POST", "/json", ("["):rep(5000) .. ("]"):rep(5000), JSON)
+      assert.are.equal(400, st)
+      assert.matches("^invalid JSON: .*nest", body)
+      -- a part that never ends runs into the body limit
+      st = call(base, "POST", "/form", "--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n" .. ("x"):rep(70000),
+        { ["Content-Type"] = "multipart/form-data; boundary=B" })
+      assert.are.equal(413, st)
+      for range, want in pairs({ ["bytes=abc"] = 200, ["bytes=5-2"] = 200, ["items=0-1"] = 200,
+                                 ["bytes=-0"] = 416, ["bytes=10-"] = 416, ["bytes=2-4"] = 206 }) do
+        local s2, b2 = call(base, "GET", "/files/f.txt", nil, { Range = range })
+        assert.are.equal(want, s2, range)
+        if want == 206 then assert.are.equal("234", b2) end
+      end
+      done(srv)
+      os.execute("rm -rf " .. root)
+    end)
+  end)
+
+  it("a client gone mid-upload or mid-stream cancels the handler; an upload's files are removed", function()
+    run(function()
+      local dir = assert(loom.fs.mkdtemp("/tmp/loom-upload-"))
+      local ended = {}
+      local app = http.router()
+      app:post("/up", function(req)
+        local _ <close> = setmetatable({}, { __close = function(_, e) ended.up = loom.is_cancelled(e) end })
+        req:form({ dir = dir })
+        return "stored"
+      end)
+      app:get("/events", function(_, res)
+        local _ <close> = setmetatable({}, { __close = function(_, e) ended.sse = loom.is_cancelled(e) end })
+        local events = res:sse()
+        while true do
+          events:send("tick")
+          loom.sleep(0.01)
+        end
+      end)
+      local srv = serve(app, { max_body_size = 10 * 1024 * 1024 })
+      local _, port = srv:address()
+      local c = assert(loom.tcp.connect("127.0.0.1", port))
+      c:write("POST /up HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 5000000\r\n\r\n",
+        "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"big.bin\"\r\n\r\n", ("x"):rep(100000))
+      loom.sleep(0.1)
+      c:close() -- gone mid-upload
+      local s = assert(loom.tcp.connect("127.0.0.1", port))
+      s:write("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert(s:read())
+      loom.sleep(0.05)
+      s:close() -- gone mid-stream
+      local t0 = loom.now()
+      while (ended.up == nil or ended.sse == nil) and loom.now() - t0 < 2 do loom.sleep(0.02) end
+      assert.are.same({ up = true, sse = true }, ended)
+      loom.sleep(0.05)
+      local left = {}
+      for name in loom.fs.dir(dir) do left[#left + 1] = name end
+      assert.are.same({}, left) -- the half-received file was removed
+      srv:close()
+      os.execute("rm -rf " .. dir)
+    end)
+  end)
+
+  it("bounds a gzip bomb by max_body_size after decoding", function()
+    run(function()
+      local bomb = assert(loom.process.run { "env", "-u", "LD_PRELOAD", "python3", "-c",
+        "import sys, gzip; sys.stdout.buffer.write(gzip.compress(bytes(50 * 1024 * 1024), 9))" })
+      assert.is_true(#bomb < 100 * 1024)
+      local srv, base = serve(function() return 200, { ["Content-Encoding"] = "gzip" }, bomb end)
+      local _, err, code = http.get(base, { max_body_size = 1024 * 1024 })
+      assert.are.same({ "body too large", "EBODY" }, { err, code })
+      _, err, code = http.get(base) -- the default limit, 64 MiB, is above 50 MiB: decoded whole
+      assert.is_nil(code, err)
+      done(srv)
+    end, 15)
+  end)
+end)

@@ -50,7 +50,18 @@ function ClientResponse:close()
   end
 end
 
-local client_methods = { read = ClientResponse.read, close = ClientResponse.close }
+--- The body decoded from JSON (lua-cjson). Never blocks (the body was
+-- read; not for streamed responses).
+-- @return the value, or nil, msg, "EPROTO" for a body that is not JSON
+-- @usage local user = assert(assert(loom.http.get(api .. "/users/1")):json())
+function ClientResponse:json()
+  if self.body == nil then return nil, "no body (a streamed response)", "EINVAL" end
+  local ok, v = pcall(require("loom.http.router")._decode, self.body)
+  if not ok then return nil, "invalid JSON: " .. tostring(v):gsub("^.-:%d+: ", ""), "EPROTO" end
+  return v
+end
+
+local client_methods = { read = ClientResponse.read, close = ClientResponse.close, json = ClientResponse.json }
 ClientResponse.__index = client_methods
 ClientResponse.__close = ClientResponse.close
 
@@ -262,7 +273,7 @@ local function perform_once(opts)
     local location = res.headers.location
     local s = res.status
     if not (location and (s == 301 or s == 302 or s == 303 or s == 307 or s == 308)) or redirects == 0 then
-      res.url = url
+      res.url = u.scheme .. "://" .. u.hostport .. u.target -- the query included
       return res
     end
     if opts.stream then res:close() end

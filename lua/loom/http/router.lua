@@ -59,6 +59,11 @@ function router._encode(v)
   return json().encode(v)
 end
 
+-- Decodes JSON (lua-cjson: nesting bounded at 1,000 levels). Raises.
+function router._decode(s)
+  return json().decode(s)
+end
+
 --- The request body decoded from JSON. Blocks (reads the body, bounded by
 -- the server's max_body_size). A body that is not JSON, or a Content-Type
 -- other than `application/json` (or `+json`), answers 400 with the reason.

@@ -57,7 +57,8 @@ local function byte_range(header, size)
     return math.max(size - n, 0), size - 1
   end
   local first, last = tonumber(a), b ~= "" and tonumber(b) or size - 1
-  if first >= size or last < first then return false end
+  if b ~= "" and last < first then return nil end -- invalid (RFC 9110 14.1.1): ignored
+  if first >= size then return false end
   return first, math.min(last, size - 1)
 end
 
