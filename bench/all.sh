@@ -21,6 +21,8 @@ mkdir -p bench/results
   bash bench/echo.sh "${NET_ROUNDS:-3}"
   echo "## http server"
   bash bench/http.sh "${NET_ROUNDS:-3}"
+  echo "## web"
+  bash bench/web.sh "${NET_ROUNDS:-3}"
   echo "## workers"
   bash bench/workers.sh "${NET_ROUNDS:-3}"
   echo "## http client"

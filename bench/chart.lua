@@ -12,6 +12,12 @@ local function median(t)
   return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
 end
 
+-- appends v to the list t[k]
+local function push(t, k, v)
+  t[k] = t[k] or {}
+  table.insert(t[k], v)
+end
+
 local groups, order = {}, {}
 local function add(group, peer, ratio)
   if not ratio or ratio ~= ratio or ratio <= 0 then return end
@@ -23,7 +29,7 @@ end
 
 local section, bench, title
 local echo, http, https, ws, sched, client = {}, {}, {}, {}, {}, { loom = {}, aiohttp = {} }
-local pgres, redis, wk = {}, {}, {}
+local pgres, redis, wk, web = {}, {}, {}, {}
 for line in io.lines(file) do
   local s = line:match("^## (.+)$")
   if s then section = s end
@@ -47,8 +53,7 @@ for line in io.lines(file) do
   elseif section == "http server" then
     local name, rps = line:match("^(%S+)%s+(%d+) req/s")
     if name then
-      http[name] = http[name] or {}
-      table.insert(http[name], tonumber(rps))
+      push(http, name, tonumber(rps))
     end
   elseif section == "http client" then
     add("http client", "aiohttp", tonumber(line:match("loom/aiohttp ([%d.]+)")))
@@ -71,14 +76,25 @@ for line in io.lines(file) do
   elseif section == "redis" then
     local mode, v = line:match("^redis (%S+)%s+(%d+) ops/s")
     if mode then
-      redis[mode] = redis[mode] or {}
-      table.insert(redis[mode], tonumber(v))
+      push(redis, mode, tonumber(v))
+    end
+  elseif section == "web" then
+    local name, rps = line:match("^web (json%-%S+)%s+(%d+) req/s")
+    if name then
+      push(web, name, tonumber(rps))
+    end
+    local ofhello = line:match("^web json%-loom%s+%d+ req/s%s+of loom hello ([%d.]+)")
+    if ofhello then web.ofhello = web.ofhello or {}; table.insert(web.ofhello, tonumber(ofhello)) end
+    local size, l, n = line:match("^web static%-(%w+) loom%s+(%d+) req/s%s+nginx%s+(%d+) req/s")
+    if size then
+      web["static-" .. size] = web["static-" .. size] or { loom = {}, nginx = {} }
+      table.insert(web["static-" .. size].loom, tonumber(l))
+      table.insert(web["static-" .. size].nginx, tonumber(n))
     end
   elseif section == "workers" then
     local name, rps = line:match("^(%S+)%s+(%d+) req/s")
     if name then
-      wk[name] = wk[name] or {}
-      table.insert(wk[name], tonumber(rps))
+      push(wk, name, tonumber(rps))
     end
   elseif section == "https" then
     local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
@@ -141,6 +157,18 @@ if redis.socket then
   for _, peer in ipairs({ "streams", "luasocket" }) do
     if redis[peer] then add("redis-lua on loom.socket", peer, median(redis.socket) / median(redis[peer])) end
   end
+end
+
+if web["json-loom"] then
+  local l = median(web["json-loom"])
+  for _, peer in ipairs({ "aiohttp", "fastify" }) do
+    local r = web["json-" .. peer]
+    if r then add("router + JSON", peer == "aiohttp" and "aiohttp.web" or peer, l / median(r)) end
+  end
+end
+for _, size in ipairs({ "4k", "1m" }) do
+  local r = web["static-" .. size]
+  if r then add("static " .. size, "nginx", median(r.loom) / median(r.nginx)) end
 end
 
 if wk["loom-2"] then
@@ -223,6 +251,24 @@ if arg[2] == "md" then
       local l, a, b = median(r.loom), r.asyncpg and median(r.asyncpg), r.blocking and median(r.blocking)
       row({ m[2], fmt(l), a and fmt(a) or "", b and fmt(b) or "", a and ("%.2f"):format(l / a) or "",
         b and ("%.2f"):format(l / b) or "" })
+    end
+  end
+  if web["json-loom"] then
+    print("\nWeb: GET /users/:id through loom.http.router returning a small JSON object; static files (medians):\n")
+    row({ "server", "req/s", "loom / it" })
+    row({ "---", "---", "---" })
+    local l = median(web["json-loom"])
+    row({ "loom, router + JSON", fmt(l), ("%.2f of loom's hello world"):format(median(web.ofhello or { 0 })) })
+    for _, m in ipairs({ { "json-aiohttp", "aiohttp.web on uvloop" }, { "json-fastify", "Node fastify" } }) do
+      if web[m[1]] then row({ m[2], fmt(median(web[m[1]])), ("%.2f"):format(l / median(web[m[1]])) }) end
+    end
+    for _, size in ipairs({ "4k", "1m" }) do
+      local r = web["static-" .. size]
+      if r then
+        local name = size == "4k" and "4 KiB" or "1 MiB"
+        row({ "loom.http.static, " .. name, fmt(median(r.loom)), "" })
+        row({ "nginx, " .. name, fmt(median(r.nginx)), ("%.2f"):format(median(r.loom) / median(r.nginx)) })
+      end
     end
   end
   if wk["loom-2"] then

@@ -126,6 +126,16 @@ describe("loom.fs files behave as io", function()
         assert.are.equal(#expected, #got)
         assert.is_true(table.concat(expected) == table.concat(got), "content differs for " .. fmt)
       end
+      -- seeks back after reads through the read-ahead land on the file's bytes
+      local all = assert(io.open(path, "rb")):read("a")
+      local s = assert(fs.open(path, "rb"))
+      local left = 300000
+      while left > 0 do left = left - #assert(s:read(math.min(left, 65536))) end
+      for _, at in ipairs({ 1000, 250000, 299990, 0 }) do
+        assert.are.equal(at, s:seek("set", at))
+        assert.is_true(s:read(1000) == all:sub(at + 1, at + 1000), "after seek to " .. at)
+      end
+      s:close()
       -- a file closed while its read-ahead is in flight, and one dropped unclosed
       local f = assert(fs.open(path, "rb"))
       assert(f:read(10))

@@ -811,8 +811,10 @@ static int f_seek(lua_State *L) {
   }
   pos = (op == 0 ? 0 : f->bufoff + (int64_t)f->rpos) + off;
   if (pos < 0) return loom_fail(L, UV_EINVAL, NULL);
-  if (pos >= f->bufoff && pos <= f->bufoff + (int64_t)f->len) {
-    f->rpos = (size_t)(pos - f->bufoff); /* within the buffer: keep it */
+  /* ahead within the buffer: keep it (bytes before rpos may not be the
+     file's: a landed read-ahead leaves room in front of what was left) */
+  if (pos >= f->bufoff + (int64_t)f->rpos && pos <= f->bufoff + (int64_t)f->len) {
+    f->rpos = (size_t)(pos - f->bufoff);
   } else {
     f->len = f->rpos = 0;
     f->bufoff = pos;

@@ -103,8 +103,8 @@ end
 -- The raw path of a request split in segments, each percent-decoded (an
 -- encoded slash stays inside its segment).
 local function segments(path)
-  local segs = {}
-  for seg in path:gmatch("[^/]+") do segs[#segs + 1] = unescape(seg, false) end
+  local segs, plain = {}, not path:find("%", 1, true)
+  for seg in path:gmatch("[^/]+") do segs[#segs + 1] = plain and seg or unescape(seg, false) end
   return segs
 end
 
@@ -241,6 +241,16 @@ local function dispatch(self, req, res, segs, i)
   return h(req, res)
 end
 
+local JSON_HEADERS = { ["Content-Type"] = "application/json" }
+
+-- A table returned alone is encoded here, so that the answer takes the
+-- server's C path (status, headers, string) rather than its Lua one (which
+-- only reads the shared headers: the handler has returned).
+local function encoded(a, ...)
+  if type(a) == "table" and select("#", ...) == 0 then return 200, JSON_HEADERS, router._encode(a) end
+  return a, ...
+end
+
 -- A handler's answer in the form middleware sees: status, headers, body
 -- (a body alone, a table alone or nothing become a 200).
 local function normalize(a, b, c)
@@ -267,7 +277,7 @@ end
 -- app)`). May block (as its handlers do).
 function Router:__call(req, res)
   local path = req.target:match("^[^?#]*")
-  return self:_handle(req, res, segments(path), 1)
+  return encoded(self:_handle(req, res, segments(path), 1))
 end
 
 --- Routes `method` requests for `pattern` to `handler(req, res)`.

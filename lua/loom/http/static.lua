@@ -4,6 +4,7 @@
 -- ranges (206, 416), and no way out of the directory.
 -- @module loom.http
 local fs = require "loom.fs"
+local core = require "loom.core"
 local args = require "loom.args"
 local router = require "loom.http.router"
 
@@ -21,6 +22,8 @@ local TYPES = {
   mp4 = "video/mp4", webm = "video/webm", mp3 = "audio/mpeg", ogg = "audio/ogg", wav = "audio/wav",
   map = "application/json",
 }
+
+local CACHE_MAX = 256 -- files kept open at most
 
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
                  Nov = 11, Dec = 12 }
@@ -107,7 +110,9 @@ end
 -- @tparam string dir
 -- @tparam[opt] table opts `index` ("index.html"; false: none),
 -- `max_age` (seconds: a `Cache-Control: public, max-age=N` header),
--- `types` (extension -> Content-Type, added to the built-in table)
+-- `types` (extension -> Content-Type, added to the built-in table),
+-- `cache` (1: seconds a resolved path and its open file are reused, so a
+-- file changed on disk may be served as it was for that long; 0: never)
 -- @treturn function the handler
 -- @usage loom.http.serve("0.0.0.0", 8080, loom.http.static("public"))
 function static.new(dir, opts)
@@ -122,7 +127,62 @@ function static.new(dir, opts)
   local types = setmetatable({}, { __index = TYPES })
   for k, v in pairs(opts.types or {}) do types[k:lower()] = v end
   local cache_control = opts.max_age and ("public, max-age=%d"):format(opts.max_age)
+  local ttl = opts.cache == nil and 1 or opts.cache
+  if type(ttl) ~= "number" or ttl < 0 then argerror(2, "static", "cache must be a number of seconds") end
   local root -- the directory's real path, found at the first request
+  -- What a path resolved to, kept `ttl` seconds with its open file (as
+  -- nginx's open_file_cache): a request for a cached file costs no file
+  -- system call but the sendfile. Entries in use when they expire are
+  -- closed by their last user.
+  local cache, cached = {}, 0
+
+  local function release(e)
+    e.users = e.users - 1
+    if e.stale and e.users == 0 then e.file:close() end
+  end
+
+  local function retire(rel, e)
+    if cache[rel] == e then cache[rel], cached = nil, cached - 1 end
+    e.stale = true
+    if e.users == 0 then e.file:close() end
+  end
+
+  -- The entry for rel (its users counted), or nil: not a file below root.
+  local function resolve(rel)
+    local now = core.now()
+    local e = cache[rel]
+    if e then
+      if now - e.at < ttl then
+        e.users = e.users + 1
+        return e
+      end
+      retire(rel, e)
+    end
+    local real = fs.realpath(root .. "/" .. rel)
+    -- a symbolic link may lead anywhere: what it leads to must be below root
+    if not real or (real ~= root and real:sub(1, #root + 1) ~= root .. "/") then return nil end
+    local info = fs.stat(real)
+    if info and info.type == "directory" and index then
+      real = real .. "/" .. index
+      info = fs.stat(real)
+    end
+    if not info or info.type ~= "file" then return nil end
+    local file = fs.open(real, "r")
+    if not file then return nil end
+    local mtime = math.floor(info.mtime)
+    e = { file = file, size = info.size, users = 1, at = now,
+          etag = ('"%x-%x"'):format(info.size, mtime), mtime = mtime, last_modified = http_date(mtime),
+          ctype = types[(real:match("%.([^./]+)$") or ""):lower()] or "application/octet-stream" }
+    if ttl > 0 then
+      if cached >= CACHE_MAX then -- full: start again
+        for k, old in pairs(cache) do retire(k, old) end
+      end
+      cache[rel], cached = e, cached + 1
+    else
+      e.stale = true -- closed when this request is done
+    end
+    return e
+  end
 
   return function(req, res)
     if req.method ~= "GET" and req.method ~= "HEAD" then
@@ -133,21 +193,12 @@ function static.new(dir, opts)
       if not root then router.error(404, "not found") end
     end
     local rel = local_path(req)
-    if not rel then router.error(404, "not found") end
-    local real = fs.realpath(root .. "/" .. rel)
-    -- a symbolic link may lead anywhere: what it leads to must be below root
-    if not real or (real ~= root and real:sub(1, #root + 1) ~= root .. "/") then router.error(404, "not found") end
-    local info = fs.stat(real)
-    if info and info.type == "directory" and index then
-      real = real .. "/" .. index
-      info = fs.stat(real)
-    end
-    if not info or info.type ~= "file" then router.error(404, "not found") end
-    local size, mtime = info.size, math.floor(info.mtime)
-    local etag = ('"%x-%x"'):format(size, mtime)
-    local headers = { ["Last-Modified"] = http_date(mtime), ETag = etag, ["Accept-Ranges"] = "bytes",
-                      ["Content-Type"] = types[(real:match("%.([^./]+)$") or ""):lower()] or "application/octet-stream",
-                      ["Cache-Control"] = cache_control }
+    local e = rel and resolve(rel)
+    if not e then router.error(404, "not found") end
+    local _ <close> = setmetatable({}, { __close = function() release(e) end })
+    local size, etag = e.size, e.etag
+    local headers = { ["Last-Modified"] = e.last_modified, ETag = etag, ["Accept-Ranges"] = "bytes",
+                      ["Content-Type"] = e.ctype, ["Cache-Control"] = cache_control }
     local inm, ims = req.headers["if-none-match"], req.headers["if-modified-since"]
     if inm then
       for tag in inm:gmatch("[^,%s]+") do
@@ -155,11 +206,11 @@ function static.new(dir, opts)
       end
     elseif ims then
       local since = parse_date(ims)
-      if since and mtime <= since then return 304, headers end
+      if since and e.mtime <= since then return 304, headers end
     end
     local first, last = nil, nil
     local if_range = req.headers["if-range"]
-    if not if_range or if_range == etag or if_range == headers["Last-Modified"] then
+    if not if_range or if_range == etag or if_range == e.last_modified then
       first, last = byte_range(req.headers.range, size)
     end
     if first == false then
@@ -172,15 +223,12 @@ function static.new(dir, opts)
       headers["Content-Range"] = ("bytes %d-%d/%d"):format(first, last, size)
     end
     headers["Content-Length"] = tostring(length)
-    local file = fs.open(real, "r")
-    if not file then router.error(404, "not found") end
-    local _ <close> = file
     res:status(status)
-    for k, v in pairs(headers) do res:header(k, v) end
+    res._headers = headers
     local ok, err, code = res:write("") -- the head
     if not ok then return nil, err, code end
     if req.method == "GET" and length > 0 then
-      ok, err, code = send_body(res, file, offset, length)
+      ok = send_body(res, e.file, offset, length)
       if not ok then
         res._failed = true
         return
