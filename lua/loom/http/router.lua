@@ -12,7 +12,6 @@ local core = require "loom.core"
 local router = {}
 local argerror, check_type = args.error, args.type
 local unescape = core._http_unescape
-local find, sub = string.find, string.sub
 
 -- HTTP errors.
 
@@ -104,17 +103,9 @@ end
 -- The raw path of a request split in segments, each percent-decoded (an
 -- encoded slash stays inside its segment).
 local function segments(path)
-  local segs, n, i, plain = {}, 0, 1, not find(path, "%", 1, true)
-  while true do
-    local j = find(path, "/", i, true)
-    local seg = sub(path, i, (j or 0) - 1)
-    if seg ~= "" then
-      n = n + 1
-      segs[n] = plain and seg or unescape(seg, false)
-    end
-    if not j then return segs end
-    i = j + 1
-  end
+  local segs, plain = {}, not path:find("%", 1, true)
+  for seg in path:gmatch("[^/]+") do segs[#segs + 1] = plain and seg or unescape(seg, false) end
+  return segs
 end
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true,
@@ -239,16 +230,14 @@ local function dispatch(self, req, res, segs, i)
     if method == "OPTIONS" then return 204, { Allow = allow_of(methods) } end
     return error_answer(self, req, 405, "method not allowed", { Allow = allow_of(methods) })
   end
+  params.__mount = nil
   local p = rawget(req, "params")
   if p then -- a mounted router's parameters join its parent's
     for k, v in pairs(params) do p[k] = v end
   else
     req.params = params
   end
-  if node.mount_depth then
-    req.params.__mount = nil
-    return h:_handle(req, res, segs, i + node.mount_depth)
-  end
+  if node.mount_depth then return h:_handle(req, res, segs, i + node.mount_depth) end
   return h(req, res)
 end
 
@@ -257,9 +246,9 @@ local JSON_HEADERS = { ["Content-Type"] = "application/json" }
 -- A table returned alone is encoded here, so that the answer takes the
 -- server's C path (status, headers, string) rather than its Lua one (which
 -- only reads the shared headers: the handler has returned).
-local function encoded(a, b, c, ...)
-  if type(a) == "table" and b == nil and select("#", ...) == 0 then return 200, JSON_HEADERS, router._encode(a) end
-  return a, b, c, ...
+local function encoded(a, ...)
+  if type(a) == "table" and select("#", ...) == 0 then return 200, JSON_HEADERS, router._encode(a) end
+  return a, ...
 end
 
 -- A handler's answer in the form middleware sees: status, headers, body
@@ -287,8 +276,7 @@ end
 --- Answers a request (a router is a handler: `loom.http.serve(host, port,
 -- app)`). May block (as its handlers do).
 function Router:__call(req, res)
-  local path, target = req.path, req.target
-  if path ~= target then path = target:match("^[^?#]*") end -- (equal: no query, nothing escaped)
+  local path = req.target:match("^[^?#]*")
   return encoded(self:_handle(req, res, segments(path), 1))
 end
 
