@@ -364,8 +364,10 @@ static void push_info(lua_State *L, hconn *hc) {
 static int push_message(lua_State *L, hconn *hc) {
   http_parser *p = &hc->p;
   int req = hc->kind == HTTP_REQUEST;
-  lua_createtable(L, 1, 4);
-  lua_pushvalue(L, 1); /* in the array part: a request's hash part stays at 4 */
+  /* the connection in the array part; the hash part has room for method,
+     target, path, headers and a router's params without a rehash */
+  lua_createtable(L, 1, 5);
+  lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 1);
   if (req) {
     const char *u = hc->hbuf + hc->tok[0].off;

@@ -12,6 +12,8 @@ local core = require "loom.core"
 local router = {}
 local argerror, check_type = args.error, args.type
 local unescape = core._http_unescape
+local byte, find, sub = string.byte, string.find, string.sub
+local SLASH = byte("/")
 
 -- HTTP errors.
 
@@ -100,12 +102,29 @@ local function new_node()
   return { static = {} }
 end
 
--- The raw path of a request split in segments, each percent-decoded (an
--- encoded slash stays inside its segment).
-local function segments(path)
-  local segs, plain = {}, not path:find("%", 1, true)
-  for seg in path:gmatch("[^/]+") do segs[#segs + 1] = plain and seg or unescape(seg, false) end
-  return segs
+-- Requests are matched on the raw path itself, a segment at a time (no
+-- table of segments per request); `plain` says it has no percent-escape,
+-- otherwise each segment is decoded as it is cut (an encoded slash stays
+-- inside its segment). Empty segments (`//`, a trailing `/`) are skipped.
+
+-- The first segment of path at or after i: the segment (decoded), the
+-- index after it; nil at the end.
+local function next_segment(path, i, plain)
+  while byte(path, i) == SLASH do i = i + 1 end
+  if i > #path then return nil end
+  local j = find(path, "/", i, true) or #path + 1
+  local seg = sub(path, i, j - 1)
+  return plain and seg or unescape(seg, false), j
+end
+
+-- The segments of path from i joined by single slashes (a wildcard's value).
+local function rest_of(path, i, plain)
+  local rest = sub(path, i)
+  while byte(rest, 1) == SLASH do rest = sub(rest, 2) end
+  if plain and not find(rest, "//", 1, true) and byte(rest, -1) ~= SLASH then return rest end
+  local segs = {}
+  for seg in rest:gmatch("[^/]+") do segs[#segs + 1] = plain and seg or unescape(seg, false) end
+  return table.concat(segs, "/")
 end
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true,
@@ -156,33 +175,36 @@ local function add(self, method, pattern, h, fname)
   return self
 end
 
--- The node for segs[i..] below node, filling params; static first, then the
--- parameter, then the wildcard (which takes the rest, possibly nothing).
-local function match(node, segs, i, params)
-  if i > #segs then
+-- The node for path from i below node, filling params; static first, then
+-- the parameter, then the wildcard (which takes the rest, possibly nothing;
+-- the second result is where the rest starts, for a mounted router).
+local function match(node, path, i, plain, params)
+  local seg, j = next_segment(path, i, plain)
+  if not seg then
     if node.methods then return node end
     if node.wild and node.wild.methods then
       params[node.wild.name] = ""
-      return node.wild
+      return node.wild, i
     end
     return nil
   end
-  local seg = segs[i]
   local child = node.static[seg]
   if child then
-    local found = match(child, segs, i + 1, params)
-    if found then return found end
+    local found, at = match(child, path, j, plain, params)
+    if found then return found, at end
   end
-  if node.param then
-    local found = match(node.param, segs, i + 1, params)
+  local param = node.param
+  if param then
+    local found, at = match(param, path, j, plain, params)
     if found then
-      params[node.param.name] = seg
-      return found
+      params[param.name] = seg
+      return found, at
     end
   end
-  if node.wild and node.wild.methods then
-    params[node.wild.name] = table.concat(segs, "/", i)
-    return node.wild
+  local wild = node.wild
+  if wild and wild.methods then
+    params[wild.name] = rest_of(path, i, plain)
+    return wild, i
   end
   return nil
 end
@@ -219,10 +241,10 @@ local function error_answer(self, req, status, message, headers)
 end
 router._error_answer = error_answer
 
--- Answers req with this router's routes, for the path's segments from i.
-local function dispatch(self, req, res, segs, i)
+-- Answers req with this router's routes, for the path from i.
+local function dispatch(self, req, res, path, i, plain)
   local params = {}
-  local node = match(self._root, segs, i, params)
+  local node, at = match(self._root, path, i, plain, params)
   if not node then return error_answer(self, req, 404, "not found") end
   local methods, method = node.methods, req.method
   local h = methods[method] or (method == "HEAD" and methods.GET) or methods["*"]
@@ -230,14 +252,16 @@ local function dispatch(self, req, res, segs, i)
     if method == "OPTIONS" then return 204, { Allow = allow_of(methods) } end
     return error_answer(self, req, 405, "method not allowed", { Allow = allow_of(methods) })
   end
-  params.__mount = nil
   local p = rawget(req, "params")
   if p then -- a mounted router's parameters join its parent's
     for k, v in pairs(params) do p[k] = v end
   else
     req.params = params
   end
-  if node.mount_depth then return h:_handle(req, res, segs, i + node.mount_depth) end
+  if node.mounted then
+    req.params.__mount = nil
+    return h:_handle(req, res, path, at, plain)
+  end
   return h(req, res)
 end
 
@@ -246,9 +270,9 @@ local JSON_HEADERS = { ["Content-Type"] = "application/json" }
 -- A table returned alone is encoded here, so that the answer takes the
 -- server's C path (status, headers, string) rather than its Lua one (which
 -- only reads the shared headers: the handler has returned).
-local function encoded(a, ...)
-  if type(a) == "table" and select("#", ...) == 0 then return 200, JSON_HEADERS, router._encode(a) end
-  return a, ...
+local function encoded(a, b, c, ...)
+  if type(a) == "table" and b == nil and select("#", ...) == 0 then return 200, JSON_HEADERS, router._encode(a) end
+  return a, b, c, ...
 end
 
 -- A handler's answer in the form middleware sees: status, headers, body
@@ -259,16 +283,16 @@ local function normalize(a, b, c)
   return a, b, c -- a wrong answer: the server reports it
 end
 
--- Runs the middleware in order around the dispatch of segs from i.
-function Router:_handle(req, res, segs, i)
+-- Runs the middleware in order around the dispatch of path from i.
+function Router:_handle(req, res, path, i, plain)
   local mw = self._mw
-  if #mw == 0 then return dispatch(self, req, res, segs, i) end
+  if #mw == 0 then return dispatch(self, req, res, path, i, plain) end
   local k = 0
   local function nxt()
     k = k + 1
     local m = mw[k]
     if m then return m(req, res, nxt) end
-    return normalize(dispatch(self, req, res, segs, i))
+    return normalize(dispatch(self, req, res, path, i, plain))
   end
   return nxt()
 end
@@ -276,8 +300,12 @@ end
 --- Answers a request (a router is a handler: `loom.http.serve(host, port,
 -- app)`). May block (as its handlers do).
 function Router:__call(req, res)
-  local path = req.target:match("^[^?#]*")
-  return encoded(self:_handle(req, res, segments(path), 1))
+  local path, target = req.path, req.target
+  if path ~= target then -- (equal: no query, nothing escaped)
+    path = target:match("^[^?#]*")
+    return encoded(self:_handle(req, res, path, 1, not find(path, "%", 1, true)))
+  end
+  return encoded(self:_handle(req, res, path, 1, true))
 end
 
 --- Routes `method` requests for `pattern` to `handler(req, res)`.
@@ -349,12 +377,10 @@ function Router:mount(prefix, sub)
   end
   if getmetatable(sub) ~= Router then argerror(2, "mount", "router expected") end
   add(self, "*", prefix .. "/*__mount", sub, "mount")
-  -- the wildcard's node hands the segments after the prefix to sub
-  local node, depth = self._root, 0
-  for seg in prefix:gmatch("[^/]+") do
-    node, depth = node.static[unescape(seg, false)], depth + 1
-  end
-  node.wild.mount_depth = depth
+  -- the wildcard's node hands the path after the prefix to sub
+  local node = self._root
+  for seg in prefix:gmatch("[^/]+") do node = node.static[unescape(seg, false)] end
+  node.wild.mounted = true
   return self
 end
 

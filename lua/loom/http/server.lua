@@ -458,7 +458,8 @@ function http.serve(host, port, handler, opts)
   local app, given = nil, handler
   if getmetatable(handler) == router.Router then -- a router answers through its __call
     app = handler
-    handler = function(req, res) return app(req, res) end
+    local call = router.Router.__call
+    handler = function(req, res) return call(app, req, res) end
   end
   check_type(handler, "function", 3, "serve")
   check_type(opts, "table", 4, "serve", true)
