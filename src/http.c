@@ -219,19 +219,25 @@ static const http_parser_settings settings = {
     .on_chunk_header = on_chunk_header,
 };
 
+static size_t buffered(const lstream *st) {
+  size_t n;
+  (void)loom_stream_peek(st, &n);
+  return n;
+}
+
 /* Parses what the stream has buffered (or, at its end, tells the parser so).
    0, or -1 on a protocol error. */
 static int feed(hconn *hc) {
   lstream *st = hc->st;
-  size_t have = st->rlen - st->rpos, n;
+  size_t have;
+  const char *p = loom_stream_peek(st, &have);
   enum http_errno e;
   if (hc->msg_done) return 0;
   if (have == 0) {
-    if (!st->eof || !hc->begun) return 0;
+    if (loom_stream_end(st) != UV_EOF || !hc->begun) return 0;
     http_parser_execute(&hc->p, &settings, NULL, 0);
   } else {
-    n = http_parser_execute(&hc->p, &settings, st->rbuf + st->rpos, have);
-    st->rpos += n;
+    loom_stream_consume(st, http_parser_execute(&hc->p, &settings, p, have));
   }
   e = HTTP_PARSER_ERRNO(&hc->p);
   if (e == HPE_PAUSED) {
@@ -433,6 +439,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx);
 static int next_step(lua_State *L, hconn *hc, loom_task *t, lua_KFunction k) {
   lstream *st = hc->st;
   for (;;) {
+    int end;
     if (hc->discard && hc->msg_done) { /* the leftover body is gone: on to the next message */
       hc->discard = 0;
       hc->begun = hc->msg_done = hc->head_done = 0;
@@ -441,12 +448,12 @@ static int next_step(lua_State *L, hconn *hc, loom_task *t, lua_KFunction k) {
     }
     if (hc->head_done && !hc->discard) return push_message(L, hc);
     if (st->closed) return loom_fail_closed(L);
-    if (st->rlen > st->rpos) { /* bytes first: a request that came before a reset is served */
+    if (buffered(st)) { /* bytes first: a request that came before a reset is served */
       if (feed(hc) < 0) return parse_fail(L, hc);
       continue;
     }
-    if (st->rerr) return loom_fail(L, st->rerr, NULL);
-    if (!st->eof) {
+    if ((end = loom_stream_end(st)) != 0 && end != UV_EOF) return loom_fail(L, end, NULL);
+    if (!end) {
       uint64_t deadline = !hc->begun ? deadline_in(hc, hc->idle_timeout)
                           : hc->discard ? deadline_in(hc, hc->body_timeout) : hc->head_deadline;
       return loom_stream_wait(L, t, st, deadline, k);
@@ -516,6 +523,7 @@ static int read_k(lua_State *L, int status, lua_KContext ctx);
 static int read_step(lua_State *L, hconn *hc, loom_task *t, int all) {
   lstream *st = hc->st;
   for (;;) {
+    int end;
     if (hc->blen > 0 && (!all || hc->msg_done)) {
       lua_pushlstring(L, hc->bbuf, hc->blen);
       hc->blen = 0;
@@ -527,16 +535,18 @@ static int read_step(lua_State *L, hconn *hc, loom_task *t, int all) {
       return 1;
     }
     if (st->closed) return loom_fail_closed(L);
-    if (st->rlen > st->rpos) {
+    if (buffered(st)) {
       if (feed(hc) < 0) return parse_fail(L, hc);
       continue;
     }
-    if (st->rerr) return loom_fail(L, st->rerr, NULL);
-    if (!st->eof) return loom_stream_wait(L, t, st, deadline_in(hc, hc->body_timeout), read_k);
+    if ((end = loom_stream_end(st)) != 0 && end != UV_EOF) return loom_fail(L, end, NULL);
+    if (!end) return loom_stream_wait(L, t, st, deadline_in(hc, hc->body_timeout), read_k);
     if (feed(hc) < 0 || !hc->msg_done) { /* the end before the body's: truncated */
       if (hc->err_status == 0) hc->err_status = 400;
       return parse_fail(L, hc);
     }
+    if (st->tp->truncated(st)) /* a body framed by the end, and the end is not proven */
+      return loom_stream_fail_truncated(L);
   }
 }
 
@@ -594,7 +604,7 @@ static int c_expect_head(lua_State *L) {
    (a pooled connection that may be reused). */
 static int c_idle(lua_State *L) {
   hconn *hc = checkconn(L);
-  lua_pushboolean(L, !hc->handed && (!hc->begun || hc->msg_done) && hc->st->rlen == hc->st->rpos);
+  lua_pushboolean(L, !hc->handed && (!hc->begun || hc->msg_done) && !buffered(hc->st));
   lua_pushinteger(L, hc->nmsg);
   return 2;
 }
@@ -602,8 +612,8 @@ static int c_idle(lua_State *L) {
 static int c_alive(lua_State *L) {
   hconn *hc = checkconn(L);
   lstream *st = hc->st;
-  lua_pushboolean(L, (!hc->begun || hc->msg_done) && st->rlen == st->rpos && !st->closed && !st->eof &&
-                         !st->rerr && !st->werr);
+  lua_pushboolean(L, (!hc->begun || hc->msg_done) && !buffered(st) && !st->closed && !loom_stream_end(st) &&
+                         !st->werr);
   return 1;
 }
 

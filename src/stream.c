@@ -75,7 +75,7 @@ static void mark_closed(lstream *st) {
 void loom_stream_shut(lstream *st) {
   if (st->closed) return;
   mark_closed(st);
-  if (st->tls && st->h.uv) loom_tls_close_notify(st); /* queued like any write */
+  if (st->h.uv) st->tp->shutdown(st); /* queued like any write */
   if (st->h.uv && st->queued > 0 && !st->werr) {
     st->flushing = 1;
     st->lp->lingering++;
@@ -113,6 +113,7 @@ lstream *loom_stream_new(lua_State *L, loom_loop *lp, uv_stream_t *hs, int mtidx
   lstream *st = lua_newuserdatauv(L, sizeof *st, 0);
   memset(st, 0, sizeof *st);
   st->lp = lp;
+  st->tp = &loom_plain_transport;
   st->line_max = LINE_MAX_DEFAULT;
   st->linger_s = LINGER_DEFAULT;
   st->linger.idx = -1;
@@ -185,14 +186,55 @@ static void cancel_gone(lstream *st) {
   lua_pop(L, 1);
 }
 
+int loom_stream_fail_truncated(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "connection closed without TLS close_notify (the data may be truncated)");
+  lua_pushliteral(L, "EPROTO");
+  return 3;
+}
+
+/* ---------------------------------------------------------------- plain */
+
+/* The plain transport: socket bytes are the stream's. A reader waiting for
+   anything, with nothing buffered, gets them straight into its result: one
+   copy. */
+static int plain_input(lstream *st, const char *p, size_t n) {
+  loom_task *t;
+  if (st->rlen == st->rpos && !loom_list_empty(&st->readers) &&
+      (t = loom_container(st->readers.next, loom_task, wait))->state == LOOM_WAITING &&
+      st->want == WANT_ANY && st->want_task == t) {
+    size_t k = n < st->want_n ? n : st->want_n;
+    lua_pushlstring(t->co, p, k);
+    st->received += k;
+    st->want_task = NULL;
+    loom_wake(st->lp, t, 1);
+    p += k;
+    n -= k;
+  }
+  return n > 0 ? loom_stream_append(st, p, n) : 0;
+}
+
+static void plain_none(lstream *st) {
+  (void)st;
+}
+
+static int plain_truncated(lstream *st) {
+  (void)st;
+  return 0;
+}
+
+const loom_transport loom_plain_transport = {
+    "plain", plain_input, plain_none, plain_truncated, loom_stream_raw_send, plain_none, plain_none, 1,
+};
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   lstream *st = s->data;
-  loom_task *t;
+  int rc;
   if (nread == 0) return;
   if (nread < 0) {
     if (nread == UV_EOF && (st->rerr = pending_error(s)) == 0) {
       st->eof = 1;
-      if (st->tls) loom_tls_eof(st);
+      st->tp->eof(st);
     } else if (nread != UV_EOF) {
       st->rerr = (int)nread;
     }
@@ -201,26 +243,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (st->gone_task) cancel_gone(st);
     return;
   }
-  /* under TLS the bytes are ciphertext: the TLS layer puts the plaintext in
-     the buffer. Otherwise a reader waiting for anything, with nothing
-     buffered, gets its bytes straight into its result, one copy. */
-  if (st->tls) {
-    int rc = loom_tls_input(st, buf->base, (size_t)nread);
-    if (rc < 0) {
-      st->rerr = rc;
-      stop_reading(st);
-    }
-  } else if (st->rlen == st->rpos && !loom_list_empty(&st->readers) &&
-      (t = loom_container(st->readers.next, loom_task, wait))->state == LOOM_WAITING &&
-      st->want == WANT_ANY && st->want_task == t) {
-    size_t n = (size_t)nread < st->want_n ? (size_t)nread : st->want_n;
-    lua_pushlstring(t->co, buf->base, n);
-    st->received += n;
-    st->want_task = NULL;
-    loom_wake(st->lp, t, 1);
-    if ((size_t)nread > n && loom_stream_append(st, buf->base + n, (size_t)nread - n) < 0) st->rerr = UV_ENOMEM;
-  } else if (loom_stream_append(st, buf->base, (size_t)nread) < 0) {
-    st->rerr = UV_ENOMEM;
+  if ((rc = st->tp->input(st, buf->base, (size_t)nread)) < 0) {
+    st->rerr = rc;
     stop_reading(st);
   }
   if (st->rlen - st->rpos > READ_HIGH) stop_reading(st);
@@ -372,12 +396,7 @@ static int serve_read(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
     }
     default: /* WANT_ALL */
       if (st->rerr) return loom_fail(L, st->rerr, NULL);
-      if (st->eof && st->tls && loom_tls_truncated(st)) { /* the end is not proven: say so */
-        lua_pushnil(L);
-        lua_pushliteral(L, "connection closed without TLS close_notify (the data may be truncated)");
-        lua_pushliteral(L, "EPROTO");
-        return 3;
-      }
+      if (st->eof && st->tp->truncated(st)) return loom_stream_fail_truncated(L); /* the end is not proven */
       if (st->eof) {
         lua_pushlstring(L, p, have);
         st->rpos += have;
@@ -550,7 +569,7 @@ int loom_stream_raw_send(lstream *st, const uv_buf_t *bufs, int n) {
    caller then returns loom_stream_drain's value. */
 int loom_stream_out(lstream *st, const uv_buf_t *bufs, int n) {
   if (st->closed || loom_stream_sock(st) == NULL) return UV_EPIPE;
-  return st->tls ? loom_tls_send(st, bufs, n) : loom_stream_raw_send(st, bufs, n);
+  return st->tp->send(st, bufs, n);
 }
 
 int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
@@ -664,6 +683,7 @@ static int s_shutdown(lua_State *L) {
     return 1;
   }
   if ((req = malloc(sizeof *req)) == NULL) return luaL_error(L, "shutdown: out of memory");
+  st->tp->shutdown(st); /* (TLS: close_notify, ahead of the end) */
   rc = uv_shutdown(req, loom_stream_sock(st), on_shutdown);
   if (rc < 0) {
     free(req);
@@ -724,7 +744,7 @@ static int s_gc(lua_State *L) {
   lstream *st = lua_touserdata(L, 1);
   free(st->rbuf);
   st->rbuf = NULL;
-  if (st->tls) loom_tls_free(st);
+  st->tp->free(st);
   return 0;
 }
 
@@ -903,7 +923,7 @@ static int s_sendfile(lua_State *L) {
   luaL_argcheck(L, luaL_checkinteger(L, 3) >= 0, 3, "offset must not be negative");
   luaL_argcheck(L, luaL_checkinteger(L, 4) >= 0, 4, "length must not be negative");
   lua_settop(L, 4);
-  if (st->tls) return loom_fail(L, UV_ENOTSUP, "sendfile needs a plain socket");
+  if (!st->tp->raw) return loom_fail(L, UV_ENOTSUP, "sendfile needs a plain socket");
   return sendfile_run(L, t, st);
 }
 

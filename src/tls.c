@@ -43,13 +43,15 @@ typedef struct tlsctx {
   SSL_CTX **sni_ctx;
 } tlsctx;
 
-struct loom_tls {
+typedef struct loom_tls {
   SSL *ssl;
   BIO *rbio, *wbio; /* ciphertext in from the socket, out to it */
   int done;         /* the handshake completed */
   int notified;     /* the peer's close_notify arrived */
   int truncated;    /* the socket ended without it */
-};
+} loom_tls;
+
+#define TLS(st) ((loom_tls *)(st)->tpdata)
 
 /* Upvalues of the functions here: 1 = module state, 2 = the context
    metatable, 3 = the Stream metatable. */
@@ -60,7 +62,7 @@ struct loom_tls {
 
 /* Sends what OpenSSL wrote to the outgoing BIO. */
 static int flush_out(lstream *st) {
-  loom_tls *tls = st->tls;
+  loom_tls *tls = TLS(st);
   BUF_MEM *bm;
   uv_buf_t b;
   int rc;
@@ -78,7 +80,7 @@ static int flush_out(lstream *st) {
 
 /* Decrypts what the incoming BIO holds into the stream's buffer. */
 static int pump(lstream *st) {
-  loom_tls *tls = st->tls;
+  loom_tls *tls = TLS(st);
   char buf[RECORD];
   for (;;) {
     int r = SSL_read(tls->ssl, buf, sizeof buf), e;
@@ -100,22 +102,22 @@ static int pump(lstream *st) {
   return flush_out(st); /* session tickets, key updates */
 }
 
-int loom_tls_input(lstream *st, const char *p, size_t n) {
-  loom_tls *tls = st->tls;
+static int tls_input(lstream *st, const char *p, size_t n) {
+  loom_tls *tls = TLS(st);
   if (BIO_write(tls->rbio, p, (int)n) != (int)n) return UV_ENOMEM;
   return tls->done ? pump(st) : 0; /* during the handshake, the handshaker reads */
 }
 
-void loom_tls_eof(lstream *st) {
-  if (!st->tls->notified) st->tls->truncated = 1;
+static void tls_eof(lstream *st) {
+  if (!TLS(st)->notified) TLS(st)->truncated = 1;
 }
 
-int loom_tls_truncated(lstream *st) {
-  return st->tls->truncated;
+static int tls_truncated(lstream *st) {
+  return TLS(st)->truncated;
 }
 
-int loom_tls_send(lstream *st, const uv_buf_t *bufs, int n) {
-  loom_tls *tls = st->tls;
+static int tls_send(lstream *st, const uv_buf_t *bufs, int n) {
+  loom_tls *tls = TLS(st);
   size_t total = 0;
   int i;
   if (!tls->done) return UV_ENOTCONN;
@@ -138,18 +140,23 @@ fail:
   return st->werr = UV_EPROTO;
 }
 
-void loom_tls_close_notify(lstream *st) {
-  loom_tls *tls = st->tls;
-  if (!tls->done || st->werr) return;
+static void tls_shutdown(lstream *st) {
+  loom_tls *tls = TLS(st);
+  if (!tls->done || st->werr || (SSL_get_shutdown(tls->ssl) & SSL_SENT_SHUTDOWN)) return;
   if (SSL_shutdown(tls->ssl) < 0) ERR_clear_error();
   flush_out(st);
 }
 
-void loom_tls_free(lstream *st) {
-  SSL_free(st->tls->ssl); /* and its BIOs */
-  free(st->tls);
-  st->tls = NULL;
+static void tls_free(lstream *st) {
+  SSL_free(TLS(st)->ssl); /* and its BIOs */
+  free(st->tpdata);
+  st->tpdata = NULL;
+  st->tp = &loom_plain_transport;
 }
+
+const loom_transport loom_tls_transport = {
+    "tls", tls_input, tls_eof, tls_truncated, tls_send, tls_shutdown, tls_free, 0,
+};
 
 /* ---------------------------------------------------------------- contexts */
 
@@ -436,10 +443,10 @@ static int is_ip(const char *s) {
 /* Pushes nil, msg, code for a failed handshake: ECERT with the verifier's
    reason, else EPROTO with OpenSSL's. */
 static int hs_fail(lua_State *L, lstream *st) {
-  long v = SSL_get_verify_result(st->tls->ssl);
+  long v = SSL_get_verify_result(TLS(st)->ssl);
   unsigned long e = ERR_peek_last_error();
   lua_pushnil(L);
-  if (v != X509_V_OK && SSL_get_verify_mode(st->tls->ssl) != SSL_VERIFY_NONE) {
+  if (v != X509_V_OK && SSL_get_verify_mode(TLS(st)->ssl) != SSL_VERIFY_NONE) {
     lua_pushfstring(L, "certificate verify failed: %s", X509_verify_cert_error_string(v));
     lua_pushliteral(L, "ECERT");
   } else if (st->rerr) {
@@ -461,7 +468,7 @@ static int hs_k(lua_State *L, int status, lua_KContext ctx);
 
 /* Drives the handshake of the stream at 1 as far as the bytes allow. */
 static int hs_step(lua_State *L, loom_task *t, lstream *st) {
-  loom_tls *tls = st->tls;
+  loom_tls *tls = TLS(st);
   int r, e;
   if (st->closed || st->h.uv == NULL) return loom_fail_closed(L);
   ERR_clear_error();
@@ -496,7 +503,7 @@ static int l_wrap(lua_State *L) {
   const char *name = luaL_optstring(L, 4, NULL);
   loom_task *t = loom_checkrunning(L, S, "tls.wrap");
   loom_tls *tls;
-  if (st->tls) return luaL_error(L, "tls.wrap: the stream is already TLS");
+  if (st->tp == &loom_tls_transport) return luaL_error(L, "tls.wrap: the stream is already TLS");
   if (st->closed || st->h.uv == NULL) return loom_fail_closed(L);
   verify = server ? c->verify == 1 : c->verify != 0;
   if (!server && verify && name == NULL)
@@ -528,7 +535,8 @@ static int l_wrap(lua_State *L) {
       if (*sess) SSL_set_session(tls->ssl, *sess);
     }
   }
-  st->tls = tls;
+  st->tp = &loom_tls_transport;
+  st->tpdata = tls;
   if (st->rlen > st->rpos) { /* bytes read before the upgrade are the start of the TLS stream */
     BIO_write(tls->rbio, st->rbuf + st->rpos, (int)(st->rlen - st->rpos));
     st->rpos = st->rlen = 0;
@@ -552,7 +560,7 @@ static int sess_gc(lua_State *L) {
 static int l_session(lua_State *L) {
   lstream *st = luaL_checkudata(L, 1, LOOM_STREAM);
   SSL_SESSION *s, **box;
-  if (st->tls == NULL || (s = SSL_get1_session(st->tls->ssl)) == NULL) return 0;
+  if (st->tp != &loom_tls_transport || (s = SSL_get1_session(TLS(st)->ssl)) == NULL) return 0;
   if (!SSL_SESSION_is_resumable(s)) {
     SSL_SESSION_free(s);
     return 0;
@@ -628,8 +636,8 @@ static int l_tls_info(lua_State *L) {
   unsigned alen;
   X509 *peer;
   SSL *ssl;
-  if (st->tls == NULL || !st->tls->done) return 0;
-  ssl = st->tls->ssl;
+  if (st->tp != &loom_tls_transport || !TLS(st)->done) return 0;
+  ssl = TLS(st)->ssl;
   lua_createtable(L, 0, 5);
   lua_pushstring(L, SSL_get_version(ssl));
   lua_setfield(L, -2, "version");

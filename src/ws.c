@@ -362,8 +362,8 @@ static int deliver(lua_State *L, wsstate *w, char **buf, size_t *cap, size_t len
    (then it waits). Stack: [stream, state, pong]. */
 static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
   for (;;) {
-    unsigned char *p = (unsigned char *)st->rbuf + st->rpos;
-    size_t have = st->rlen - st->rpos;
+    size_t have;
+    const unsigned char *p = (const unsigned char *)loom_stream_peek(st, &have);
     if (w->close_recv) return push_closed(L, w);
     if (!w->in_frame) {
       size_t need = 2, hlen;
@@ -439,7 +439,7 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
       w->left = len;
       w->keypos = 0;
       if (w->masked) memcpy(w->key, p + hlen, 4);
-      st->rpos += hlen + (w->masked ? 4 : 0);
+      loom_stream_consume(st, hlen + (w->masked ? 4 : 0));
       continue;
     }
     /* payload: what has arrived of it is taken now */
@@ -460,7 +460,7 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
       if (n > 0) {
         memcpy(dst, p, n);
         if (w->masked) unmask(dst, n, w->key, &w->keypos);
-        st->rpos += n;
+        loom_stream_consume(st, n);
         w->left -= n;
         if (!(w->opcode & 8) && w->msg_op == OP_TEXT && !w->compressed && utf8_feed(w, dst, n) < 0) {
           fail_close(st, w, 1007, "invalid UTF-8 in a text message");
@@ -509,7 +509,7 @@ static int recv_step(lua_State *L, loom_task *t, lstream *st, wsstate *w) {
       w->close_recv = 1;
       continue;
     }
-    if (st->rerr || st->eof) { /* the peer vanished without a close */
+    if (loom_stream_end(st)) { /* the peer vanished without a close */
       w->code = 1006;
       w->close_recv = 1;
       loom_stream_shut(st);
