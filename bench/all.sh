@@ -29,6 +29,8 @@ mkdir -p bench/results
   bash bench/http_client.sh "${NET_ROUNDS:-3}"
   echo "## https"
   bash bench/https.sh "${NET_ROUNDS:-3}"
+  echo "## tls"
+  bash bench/tls.sh "${NET_ROUNDS:-3}"
   echo "## websocket"
   bash bench/ws.sh "${NET_ROUNDS:-3}"
   echo "## postgresql"

@@ -29,7 +29,7 @@ end
 
 local section, bench, title
 local echo, http, https, ws, sched, client = {}, {}, {}, {}, {}, { loom = {}, aiohttp = {} }
-local pgres, redis, wk, web = {}, {}, {}, {}
+local pgres, redis, wk, web, tlsr = {}, {}, {}, {}, { echo = {}, cpu = {}, hs = {} }
 for line in io.lines(file) do
   local s = line:match("^## (.+)$")
   if s then section = s end
@@ -96,6 +96,18 @@ for line in io.lines(file) do
     if name then
       push(wk, name, tonumber(rps))
     end
+  elseif section == "tls" then
+    local name, rps, cpu = line:match("^tls echo16k (%S+)%s+(%d+) rps.-cpu%s+([%d.]+) us/trip")
+    if name then
+      push(tlsr.echo, name, tonumber(rps))
+      push(tlsr.cpu, name, tonumber(cpu))
+    end
+    local hname, full, resumed = line:match("^tls handshake (%S+)%s+new%s+(%d+) us%s+reuse%s+(%d+) us")
+    if hname then
+      tlsr.hs[hname] = tlsr.hs[hname] or { new = {}, reuse = {} }
+      table.insert(tlsr.hs[hname].new, tonumber(full))
+      table.insert(tlsr.hs[hname].reuse, tonumber(resumed))
+    end
   elseif section == "https" then
     local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
     local cl, ca = line:match("^https client%s+loom%s+(%d+) req/s%s+aiohttp%s+(%d+) req/s")
@@ -131,6 +143,9 @@ for _, mode in ipairs({ "keepalive", "newconn" }) do
 end
 if https.client then
   add("https client", "aiohttp", median(https.client.loom) / median(https.client.aiohttp))
+end
+if tlsr.echo.loom and tlsr.echo.C then
+  add("tls echo 16 KiB", "C libuv+OpenSSL", median(tlsr.echo.loom) / median(tlsr.echo.C))
 end
 
 for _, size in ipairs({ "64", "16384" }) do
@@ -229,6 +244,24 @@ if arg[2] == "md" then
     local l, a = median(https.client.loom), median(https.client.aiohttp)
     print(("\nHTTPS client, 10,000 GETs from nginx with TLS, 50 in flight: loom %s req/s, aiohttp %s req/s (%.2fx)")
       :format(fmt(l), fmt(a), l / a))
+  end
+  if tlsr.echo.loom and tlsr.echo.C then
+    local l, c = median(tlsr.echo.loom), median(tlsr.echo.C)
+    local lc, cc = median(tlsr.cpu.loom), median(tlsr.cpu.C)
+    print(("\nTLS echo, 16 KiB, 50 connections: loom %s round trips/s, C libuv + OpenSSL %s (%.2fx); " ..
+      "server CPU per round trip %.1f us and %.1f us (C / loom %.2f)"):format(fmt(l), fmt(c), l / c, lc, cc, cc / lc))
+  end
+  if tlsr.hs.loom then
+    print("\nTLS 1.3 handshakes, server CPU per handshake (us, medians; openssl s_time):\n")
+    row({ "server", "full", "resumed", "full / resumed" })
+    row({ "---", "---", "---", "---" })
+    for _, name in ipairs({ "nginx", "loom" }) do
+      local h = tlsr.hs[name]
+      if h then
+        local f, r = median(h.new), median(h.reuse)
+        row({ name, fmt(f), fmt(r), ("%.2f"):format(f / r) })
+      end
+    end
   end
   print("\nWebSocket echo, messages/s (medians):\n")
   row({ "size", "loom", "Node ws", "python websockets", "loom / ws", "loom / websockets" })
