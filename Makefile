@@ -63,7 +63,7 @@ FUZZ_CC = clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 $(WARN) -W
 fuzz: $(SRC) $(HDR) tools/fuzz/http_fuzz.c tools/fuzz/ws_fuzz.c
 	@mkdir -p build-fuzz/corpus build-fuzz/ws-corpus
 	$(FUZZ_CC) -o build-fuzz/http_fuzz tools/fuzz/http_fuzz.c \
-	  $(filter-out src/http.c,$(SRC)) $(LIBS) $(shell pkg-config --libs lua5.4)
+	  $(filter-out src/http_parse.c,$(SRC)) $(LIBS) $(shell pkg-config --libs lua5.4)
 	$(FUZZ_CC) -o build-fuzz/ws_fuzz tools/fuzz/ws_fuzz.c \
 	  $(filter-out src/ws.c,$(SRC)) $(LIBS) $(shell pkg-config --libs lua5.4)
 	cd build-fuzz && ./http_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \

@@ -1,5 +1,5 @@
 /*
- * http_fuzz.c: a libFuzzer harness for the request parsing of src/http.c
+ * http_fuzz.c: a libFuzzer harness for the request parsing of src/http_parse.c
  * (tokens, limits, bodies, the Lua tables built from them). The input is a
  * byte stream a client could send: its first byte chooses where the bytes
  * are split into two reads, the rest is parsed as pipelined requests, each
@@ -7,7 +7,7 @@
  * error. `make fuzz` builds and runs it (FUZZ_SECONDS, default 60) with
  * AddressSanitizer and UBSan; tools/fuzz/corpus holds seed inputs.
  */
-#include "../../src/http.c"
+#include "../../src/http_parse.c"
 
 static lua_State *L;
 
@@ -19,14 +19,14 @@ static int parse_all(lua_State *L) {
   int i, n;
   st->rlen = st->rpos + (full - st->rpos) * (size_t)lua_tointeger(L, 2) / 256;
   st->eof = 0;
-  begin_next(hc);
+  loom_http_begin_next(hc);
   if (feed(hc) == 0) {
     st->rlen = full;
     st->eof = 1; /* so that the parser never waits */
     for (i = 0; i < 64; i++) {
       lua_settop(L, 1);
-      if (i > 0) begin_next(hc);
-      n = next_step(L, hc, NULL, NULL);
+      if (i > 0) loom_http_begin_next(hc);
+      n = loom_http_next_step(L, hc, NULL, NULL);
       if (lua_isnil(L, -n)) break;
       lua_settop(L, 1);
       n = read_step(L, hc, NULL, 1);
@@ -43,6 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
   if (L == NULL) L = luaL_newstate();
   memset(&st, 0, sizeof st);
+  st.tp = &loom_plain_transport;
   st.rbuf = malloc(size);
   memcpy(st.rbuf, data + 1, size - 1);
   st.rlen = size - 1;
@@ -52,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_newtable(L);
   lua_createtable(L, K_LAST, 0);
   for (i = K_METHOD; i <= K_LAST; i++) {
-    lua_pushstring(L, keys[i]);
+    lua_pushstring(L, loom_http_keys[i]);
     lua_rawseti(L, -2, i);
   }
   lua_pushcclosure(L, parse_all, 4);

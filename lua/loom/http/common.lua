@@ -1,14 +1,10 @@
 --- loom.http.common (internal): what the HTTP server and client share:
--- the framing flags of src/http.c, the header tables' case-insensitive
--- lookup, and query strings (loom.http.encode_query / decode_query).
+-- the header tables' case-insensitive lookup, and query strings (loom.http.encode_query / decode_query).
 -- @module loom.http
 local core = require "loom.core"
 local args = require "loom.args"
 
 local http = {}
-
--- framing flags of conn:respond, as src/http.c defines them
-local R_CLOSE, R_KEEP, R_CHUNKED, R_NOBODY, R_RAW = 1, 2, 4, 8, 16
 
 local check_type = args.type
 
@@ -60,7 +56,6 @@ function http.encode_query(t)
   return table.concat(out, "&")
 end
 
-http.flags = { CLOSE = R_CLOSE, KEEP = R_KEEP, CHUNKED = R_CHUNKED, NOBODY = R_NOBODY, RAW = R_RAW }
 http.headers_mt = headers_mt
 
 return http

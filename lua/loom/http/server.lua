@@ -12,8 +12,6 @@ local form = require "loom.http.form"
 
 local http = {}
 local argerror, check_type, check_port = args.error, args.type, args.port
-local F = common.flags
-local R_CLOSE, R_KEEP, R_CHUNKED, R_NOBODY, R_RAW = F.CLOSE, F.KEEP, F.CHUNKED, F.NOBODY, F.RAW
 local headers_mt = common.headers_mt
 local traceback, xpcall, setmetatable, rawget = net._traceback, xpcall, setmetatable, rawget
 
@@ -36,7 +34,7 @@ function Request:body()
   self:_continue()
   local body, err, code, status = self[1]:read(true)
   if not body then
-    self._broken, self._status = true, status
+    self._status = status
     return nil, err, code, status
   end
   self._body = body
@@ -49,17 +47,14 @@ end
 function Request:read()
   self:_continue()
   local chunk, err, code, status = self[1]:read()
-  if not chunk and err then self._broken, self._status = true, status end
+  if not chunk and err then self._status = status end
   return chunk, err, code, status
 end
 
 -- Answers `Expect: 100-continue` the first time the body is asked for: a
 -- handler that refuses a request never makes the client send its body.
 function Request:_continue()
-  if self._expect and not self._continued then
-    self._continued = true
-    self[1]:stream():write("HTTP/1.1 100 Continue\r\n\r\n")
-  end
+  self[1]:continue()
 end
 
 local request_methods = { body = Request.body, read = Request.read, _continue = Request._continue,
@@ -102,8 +97,8 @@ Response.__index = Response
 -- @usage res:status(404):header("Content-Type", "text/plain"):finish("no")
 function Response:status(n)
   if math.type(n) ~= "integer" or n < 100 or n > 999 then argerror(1, "status", "status code expected") end
-  if self._state then error("status: the response head was already sent", 2) end
-  self._code = n
+  if self._conn:state() ~= "none" then error("status: the response head was already sent", 2) end
+  self._conn:status(n)
   return self
 end
 
@@ -114,38 +109,16 @@ end
 -- @usage res:header("Set-Cookie", { "a=1", "b=2" })
 function Response:header(name, value)
   check_type(name, "string", 1, "header")
-  if self._state then error("header: the response head was already sent", 2) end
-  local h = self._headers
-  if not h then h = {}; self._headers = h end
-  h[name] = value
+  if self._conn:state() ~= "none" then error("header: the response head was already sent", 2) end
+  self._conn:header(name, value)
   return self
 end
 
-function Response:_flags(streaming)
-  local req, flags = self._req, 0
-  local version, keep = self._conn:info()
-  -- (a handler's own "Connection: close" is seen by conn:respond, which then
-  -- ends the connection after this response)
-  keep = keep and not req.upgrade and not self._server._closing and not req._broken
-  if keep and req._expect and not req._continued and not self._conn:done() then keep = false end
-  if streaming and version == "1.0" and not self:_has_length() then keep = false end
-  self._keep = keep
-  if not keep then flags = R_CLOSE elseif version == "1.0" then flags = R_KEEP end
-  if req.method == "HEAD" or self._code == 204 or self._code == 304 then flags = flags | R_NOBODY end
-  return flags
-end
-
-function Response:_has_length()
-  local h = self._headers
-  return h and (h["content-length"] or h["Content-Length"]) ~= nil
-end
-
+-- The connection decides the framing and whether it goes on after the
+-- response (src/http_format.c); this side only reports a write's failure.
 local function written(self, ok, err, code)
   if not ok then
-    if code == "EINVAL" then
-      self._state = nil
-      error(err, 3)
-    end
+    if code == "EINVAL" then error(err, 3) end -- headers that cannot be sent: nothing was
     self._failed = true
   end
   return ok, err, code
@@ -160,24 +133,15 @@ end
 -- @usage for row in rows() do res:write(row .. "\n") end
 function Response:write(chunk)
   check_type(chunk, "string", 1, "write")
-  if self._state == "done" then error("write: the response is finished", 2) end
-  if not self._state then
-    local flags = self:_flags(true)
-    if self:_has_length() or self._req.version == "1.0" then
-      self._framing = "raw"
-      flags = flags | R_RAW
-    else
-      self._framing = "chunked"
-      flags = flags | R_CHUNKED
-    end
-    self._nobody = flags & R_NOBODY ~= 0
-    self._state = "streaming"
-    local ok, err, code = written(self, self._conn:respond(self._code, self._headers, nil, flags))
+  local conn = self._conn
+  local state = conn:state()
+  if state == "done" then error("write: the response is finished", 2) end
+  if state == "none" then
+    local ok, err, code = written(self, conn:start())
     if not ok then return nil, err, code end
   end
-  if self._nobody or chunk == "" then return true end
-  if self._framing == "chunked" then return written(self, self._conn:chunk(chunk)) end
-  return written(self, self._conn:stream():write(chunk))
+  if chunk == "" then return true end
+  return written(self, conn:body(chunk))
 end
 
 --- Ends the response: sends it whole with a Content-Length when nothing
@@ -187,19 +151,16 @@ end
 -- @usage res:finish("done")
 function Response:finish(body)
   check_type(body, "string", 1, "finish", true)
-  if self._state == "done" then return true end
+  local conn = self._conn
+  local state = conn:state()
+  if state == "done" then return true end
   if self._sse then self._sse:_stop() end
-  if not self._state then
-    self._state = "done"
-    return written(self, self._conn:respond(self._code, self._headers, body or "", self:_flags(false)))
-  end
+  if state == "none" then return written(self, conn:respond(nil, nil, body or "")) end
   if body and body ~= "" then
-    local ok, err, code = self:write(body)
-    if not ok then self._state = "done"; return nil, err, code end
+    local ok, err, code = written(self, conn:body(body))
+    if not ok then return nil, err, code end -- (the connection has ended the response)
   end
-  self._state = "done"
-  if self._framing == "chunked" and not self._nobody then return written(self, self._conn:chunk()) end
-  return true
+  return written(self, conn:body())
 end
 
 --- Sends `value` encoded as JSON (lua-cjson), with
@@ -211,9 +172,7 @@ end
 -- @usage res:json({ id = 7 }, 201)
 function Response:json(value, status)
   if status ~= nil then self:status(status) end
-  if not (self._headers and (self._headers["Content-Type"] or self._headers["content-type"])) then
-    self:header("Content-Type", "application/json")
-  end
+  if not self._conn:header("Content-Type") then self:header("Content-Type", "application/json") end
   return self:finish(router._encode(value))
 end
 
@@ -232,28 +191,27 @@ function Response:sse(opts)
   return require("loom.http.sse").start(self, opts)
 end
 
-local function merge(into, from)
-  if not into then return from end
-  if from then for k, v in pairs(from) do into[k] = v end end
-  return into
-end
-
 -- What a handler returned, when it did not finish the response itself:
--- `status, headers, body`, or a body alone, or nothing (an empty 200).
+-- `status, headers, body`, or a body alone, or nothing (an empty 200). The
+-- headers join those set on res (and win); the connection frames it.
 local function finish_from(res, a, b, c)
-  if res._state == "streaming" then return res:finish() end
-  if res._state == "done" then return true end -- finished by the handler: what it returned is moot
+  local conn = res._conn
+  local state = conn:state()
+  if state == "streaming" then return res:finish() end
+  if state == "done" then return true end -- finished by the handler: what it returned is moot
   local ta = math.type(a)
   if ta == "integer" then
     if a < 100 or a > 999 then error(("handler returned status %d (100-999 expected)"):format(a), 0) end
-    res._code = a
     if b ~= nil and type(b) ~= "table" then
       error(("handler returned a %s as headers (table expected)"):format(type(b)), 0)
     end
-    res._headers = merge(res._headers, b)
-    if type(c) == "table" then return res:json(c) end
+    if type(c) == "table" then
+      conn:status(a)
+      for k, v in pairs(b or {}) do conn:header(k, v) end
+      return res:json(c)
+    end
     if c ~= nil and type(c) ~= "string" then error(("handler returned a %s as body"):format(type(c)), 0) end
-    return res:finish(c)
+    return written(res, conn:respond(a, b, c or ""))
   elseif type(a) == "string" then
     return res:finish(a)
   elseif type(a) == "table" then -- a table alone: JSON
@@ -286,29 +244,25 @@ local function serve_connection(server, st, entry)
   local info = debug.getinfo(handler, "u")
   local wants_res = info.nparams >= 2 or info.isvararg
   local cut = false
+  if server._closing then conn:set_closing() end
   while true do
     -- Plain requests (kept-alive HTTP/1.1, not HEAD, no Expect or Upgrade)
-    -- are answered by the C loop (conn:serve); whatever it hands back takes
-    -- the general path here.
-    local req, fast, ok, a, b, c, res = conn:serve(handler, traceback, server, wants_res and Response or nil)
-    if req == false then cut = true break end -- a response could not be sent
-    local ran = fast -- on failure: nil, msg, code, status, so the status is in a
+    -- are answered by the C loop (conn:serve); what it hands back (see
+    -- src/http_serve.c) takes the general path here.
+    local r = conn:serve(handler, traceback, server, wants_res and Response or nil)
+    if r.unsent then cut = true break end -- a response could not be sent
+    local req, ok, a, b, c, res = r.req, r.ok, r[1], r[2], r[3], r.res
     if not req then
-      if a then conn:respond(a, plain, error_text[a] or "error\n", R_CLOSE) end
+      if r.status then conn:respond(r.status, plain, error_text[r.status] or "error\n") end
       break
     end
-    if not fast then
+    if not r.ran then
       local expect = rawget(req.headers, "expect")
-      if expect then
-        if expect:lower() ~= "100-continue" then
-          conn:respond(417, plain, "expectation failed\n", R_CLOSE)
-          break
-        end
-        req._expect = true
+      if expect and expect:lower() ~= "100-continue" then
+        conn:respond(417, plain, "expectation failed\n")
+        break
       end
-    end
-    if not ran then
-      res = setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
+      res = setmetatable({ _conn = conn, _req = req, _server = server }, Response)
       if gone then st:_cancel_on_close(true) end
       ok, a, b, c = xpcall(handler, traceback, req, wants_res and res or nil)
       st:_cancel_on_close(false)
@@ -320,7 +274,7 @@ local function serve_connection(server, st, entry)
       if not ok then log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a))) end
       break
     end
-    res = res or setmetatable({ _conn = conn, _req = req, _code = 200, _server = server }, Response)
+    res = res or setmetatable({ _conn = conn, _req = req, _server = server }, Response)
     if ok then
       ok, a = pcall(finish_from, res, a, b, c)
       if not ok then a = traceback(a, 1) end
@@ -336,20 +290,19 @@ local function serve_connection(server, st, entry)
         log(("http handler failed (%s %s): %s"):format(req.method, req.target, tostring(a)))
       end
       if res._sse then res._sse:_stop() end
-      if res._state then cut = true break end -- the head is out: the client learns by the reset
-      res._code, res._headers, res._state = code, plain, nil
+      if conn:state() ~= "none" then cut = true break end -- the head is out: the client learns by the reset
+      conn:clear() -- what the handler set is not for this answer
       if message and server._app then -- the router's way of answering errors
-        res._headers = nil
         local ok2, e2 = pcall(function()
           return finish_from(res, router._error_answer(server._app, req, code, message))
         end)
         if not ok2 then log(("http error answer failed: %s"):format(tostring(e2))) end
       else
-        res:finish(message and message .. "\n" or error_text[code] or "error\n")
+        written(res, conn:respond(code, plain, message and message .. "\n" or error_text[code] or "error\n"))
       end
     end
     if res._failed then cut = true break end
-    if not res._keep or server._closing then break end
+    if not conn:keep() then break end -- (the connection decided, with the response's head)
   end
   -- a response cut short must not reach the client as a clean end
   if cut then st:abort() else st:close() end

@@ -224,7 +224,7 @@ function static.new(dir, opts)
     end
     headers["Content-Length"] = tostring(length)
     res:status(status)
-    res._headers = headers
+    for k, v in pairs(headers) do res:header(k, v) end
     local ok, err, code = res:write("") -- the head
     if not ok then return nil, err, code end
     if req.method == "GET" and length > 0 then
