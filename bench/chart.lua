@@ -102,11 +102,12 @@ for line in io.lines(file) do
       push(tlsr.echo, name, tonumber(rps))
       push(tlsr.cpu, name, tonumber(cpu))
     end
-    local hname, full, resumed = line:match("^tls handshake (%S+)%s+new%s+(%d+) us%s+reuse%s+(%d+) us")
+    local hname, proto, full, resumed = line:match("^tls handshake (%S+) tls(%S+)%s+new%s+(%d+) us%s+reuse%s+(%d+) us")
     if hname then
-      tlsr.hs[hname] = tlsr.hs[hname] or { new = {}, reuse = {} }
-      table.insert(tlsr.hs[hname].new, tonumber(full))
-      table.insert(tlsr.hs[hname].reuse, tonumber(resumed))
+      local key = hname .. " " .. proto
+      tlsr.hs[key] = tlsr.hs[key] or { new = {}, reuse = {} }
+      table.insert(tlsr.hs[key].new, tonumber(full))
+      table.insert(tlsr.hs[key].reuse, tonumber(resumed))
     end
   elseif section == "https" then
     local mode, name, rps = line:match("^https (%S+)%s+(%S+)%s+(%d+) req/s")
@@ -251,15 +252,17 @@ if arg[2] == "md" then
     print(("\nTLS echo, 16 KiB, 50 connections: loom %s round trips/s, C libuv + OpenSSL %s (%.2fx); " ..
       "server CPU per round trip %.1f us and %.1f us (C / loom %.2f)"):format(fmt(l), fmt(c), l / c, lc, cc, cc / lc))
   end
-  if tlsr.hs.loom then
-    print("\nTLS 1.3 handshakes, server CPU per handshake (us, medians; openssl s_time):\n")
-    row({ "server", "full", "resumed", "full / resumed" })
-    row({ "---", "---", "---", "---" })
-    for _, name in ipairs({ "nginx", "loom" }) do
-      local h = tlsr.hs[name]
-      if h then
-        local f, r = median(h.new), median(h.reuse)
-        row({ name, fmt(f), fmt(r), ("%.2f"):format(f / r) })
+  if tlsr.hs["loom 1.3"] then
+    print("\nTLS handshakes, server CPU per handshake (us, medians; openssl s_time):\n")
+    row({ "server", "protocol", "full", "resumed", "full / resumed" })
+    row({ "---", "---", "---", "---", "---" })
+    for _, proto in ipairs({ "1.3", "1.2" }) do
+      for _, name in ipairs({ "nginx", "loom" }) do
+        local h = tlsr.hs[name .. " " .. proto]
+        if h then
+          local f, r = median(h.new), median(h.reuse)
+          row({ name, "TLS " .. proto, fmt(f), fmt(r), ("%.2f"):format(f / r) })
+        end
       end
     end
   end

@@ -5,9 +5,10 @@
 #   each pinned to core 0, loaded by bench/tls_echoload.c on core 1. The
 #   load generator can be the limit here, so the server CPU each round trip
 #   took (from /proc) is printed too.
-# - handshakes: server CPU per full and per resumed handshake (TLS 1.3),
-#   loom against nginx with the same protocols and certificate, loaded by
-#   four `openssl s_time` (-new: full, -reuse: resumed) on core 1.
+# - handshakes: server CPU per full and per resumed handshake, TLS 1.3 (what
+#   both negotiate) and TLS 1.2 (for clients that only speak it), loom
+#   against nginx with the same protocols and certificate, loaded by four
+#   `openssl s_time` (-new: full, -reuse: resumed) on core 1.
 # usage: bench/tls.sh [rounds]
 set -u
 cd "$(dirname "$0")/.."
@@ -69,12 +70,14 @@ for r in $(seq "$ROUNDS"); do
       pid=$!
       sleep 1
     fi
-    line="tls handshake $name"
+    for proto in 1.3 1.2; do
+    line="tls handshake $name tls$proto"
     for mode in new reuse; do
       t0=$(ticks "$pid")
       n=0 loaders=()
       for i in 1 2 3 4; do
-        taskset -c 1 openssl s_time -connect 127.0.0.1:$port -$mode -time 3 -www / > "$dir/st.$i" 2>&1 &
+        taskset -c 1 openssl s_time "-tls${proto/./_}" -connect 127.0.0.1:$port -$mode -time 3 -www / \
+          > "$dir/st.$i" 2>&1 &
         loaders+=($!)
       done
       wait "${loaders[@]}"
@@ -84,7 +87,8 @@ for r in $(seq "$ROUNDS"); do
       done
       line="$line  $mode $(awk -v t=$((t1 - t0)) -v n=$n 'BEGIN { printf "%6.0f", t * 1e4 / n }') us"
     done
-    echo "$line" | awk '{ printf "%s  resumed/full %.2f\n", $0, $5 / $8 }'
+    echo "$line" | awk '{ printf "%s  full/resumed %.2f\n", $0, $6 / $9 }'
+    done
     if [ $name = nginx ]; then pkill -f "nginx -p $dir"; else kill "$pid"; fi
     wait 2>/dev/null
   done
