@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 LOOM_EXTRA_PKGS="wrk nginx-light nodejs node-ws lua-http lua-cqueues lua-luv python3-aiohttp python3-uvloop python3-websockets python3-asyncpg redis-server lua-redis lua-socket" . tools/deps.sh
 make -s
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit+changes"
+# (earlier results in bench/results do not count as changes to the code measured)
+[ -n "$(git status --porcelain --untracked-files=no -- . ':!bench/results' 2>/dev/null)" ] && commit="$commit+changes"
 name=bench/results/$(date -u +%Y-%m-%d)-$commit
 mkdir -p bench/results
 {

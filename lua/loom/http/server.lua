@@ -124,6 +124,12 @@ local function written(self, ok, err, code)
   return ok, err, code
 end
 
+-- Sends the head of a streamed response now, with headers (a table, kept
+-- as it is: no copy per request) joining those set on res.
+function Response:_start(status, headers)
+  return written(self, self._conn:start(status, headers))
+end
+
 --- Sends part of the body; the head goes first, with
 -- `Transfer-Encoding: chunked` unless a Content-Length header was set.
 -- Blocks (backpressure, up to the server's send_timeout).

@@ -223,9 +223,7 @@ function static.new(dir, opts)
       headers["Content-Range"] = ("bytes %d-%d/%d"):format(first, last, size)
     end
     headers["Content-Length"] = tostring(length)
-    res:status(status)
-    for k, v in pairs(headers) do res:header(k, v) end
-    local ok, err, code = res:write("") -- the head
+    local ok, err, code = res:_start(status, headers) -- the head
     if not ok then return nil, err, code end
     if req.method == "GET" and length > 0 then
       ok = send_body(res, e.file, offset, length)
