@@ -173,6 +173,8 @@ function static.new(dir, opts)
     e = { file = file, size = info.size, users = 1, at = now,
           etag = ('"%x-%x"'):format(info.size, mtime), mtime = mtime, last_modified = http_date(mtime),
           ctype = types[(real:match("%.([^./]+)$") or ""):lower()] or "application/octet-stream" }
+    -- each request's to-be-closed release, made once per entry
+    e.guard = setmetatable({}, { __close = function() release(e) end })
     if ttl > 0 then
       if cached >= CACHE_MAX then -- full: start again
         for k, old in pairs(cache) do retire(k, old) end
@@ -195,11 +197,12 @@ function static.new(dir, opts)
     local rel = local_path(req)
     local e = rel and resolve(rel)
     if not e then router.error(404, "not found") end
-    local _ <close> = setmetatable({}, { __close = function() release(e) end })
+    local _ <close> = e.guard
     local size, etag = e.size, e.etag
     local headers = { ["Last-Modified"] = e.last_modified, ETag = etag, ["Accept-Ranges"] = "bytes",
                       ["Content-Type"] = e.ctype, ["Cache-Control"] = cache_control }
-    local inm, ims = req.headers["if-none-match"], req.headers["if-modified-since"]
+    local h = req.headers -- (names are lower-case there: rawget skips the any-spelling lookup)
+    local inm, ims = rawget(h, "if-none-match"), rawget(h, "if-modified-since")
     if inm then
       for tag in inm:gmatch("[^,%s]+") do
         if tag == etag or tag == "W/" .. etag or tag == "*" then return 304, headers end
@@ -209,9 +212,9 @@ function static.new(dir, opts)
       if since and e.mtime <= since then return 304, headers end
     end
     local first, last = nil, nil
-    local if_range = req.headers["if-range"]
+    local if_range = rawget(h, "if-range")
     if not if_range or if_range == etag or if_range == e.last_modified then
-      first, last = byte_range(req.headers.range, size)
+      first, last = byte_range(rawget(h, "range"), size)
     end
     if first == false then
       return 416, { ["Content-Range"] = ("bytes */%d"):format(size), ["Content-Type"] = "text/plain; charset=utf-8" },
