@@ -295,7 +295,7 @@ static int wait_data(lua_State *L, loom_state *S, loom_task *t, lstream *st) {
   return loom_yield(L, t, read_k);
 }
 
-/* For parsers reading a stream's buffer in place (http.c): suspends the
+/* For parsers reading a stream's buffer in place (http_parse.c, ws.c): suspends the
    running task until more bytes, the end or an error arrive, or until
    deadline (loom_time ns, 0: none); then k runs (t->timed_out says which).
    Returns loom_fail's values if reading cannot start. */

@@ -2,7 +2,7 @@
  * stream.h: the stream object shared by stream.c (reading, writing,
  * closing), the files that open streams (tcp.c: TCP and Unix sockets), the
  * transports beneath a stream's buffer (stream.c's plain one, tls.c) and
- * the protocol parsers above it (http.c, ws.c).
+ * the protocol parsers above it (http_parse.c, ws.c).
  *
  * The layers, bottom up:
  *   socket     a uv_stream_t: reads into the loop's one read buffer,
@@ -15,7 +15,7 @@
  *              no reader took yet (loom_stream_peek / _consume / _end /
  *              loom_stream_wait for more)
  *   readers    Stream:read and friends (stream.c), the HTTP parser
- *              (http.c), the WebSocket frame parser (ws.c)
+ *              (http_parse.c), the WebSocket frame parser (ws.c)
  */
 #ifndef LOOM_STREAM_H
 #define LOOM_STREAM_H
