@@ -18,6 +18,12 @@ local function push(t, k, v)
   table.insert(t[k], v)
 end
 
+-- push, one level down: t[k1][k2] gets v
+local function push2(t, k1, k2, v)
+  t[k1] = t[k1] or {}
+  push(t[k1], k2, v)
+end
+
 local groups, order = {}, {}
 local function add(group, peer, ratio)
   if not ratio or ratio ~= ratio or ratio <= 0 then return end
@@ -46,9 +52,7 @@ for line in io.lines(file) do
   elseif section == "echo" then
     local size, name, rps = line:match("^size%s+(%d+)%s+(%S+)%s+(%d+) rps")
     if size then
-      echo[size] = echo[size] or {}
-      echo[size][name] = echo[size][name] or {}
-      table.insert(echo[size][name], tonumber(rps))
+      push2(echo, size, name, tonumber(rps))
     end
   elseif section == "http server" then
     local name, rps = line:match("^(%S+)%s+(%d+) req/s")
@@ -62,16 +66,12 @@ for line in io.lines(file) do
   elseif section == "websocket" then
     local size, name, mps = line:match("^ws size%s+(%d+)%s+(%S+)%s+(%d+) msgs/s")
     if size then
-      ws[size] = ws[size] or {}
-      ws[size][name] = ws[size][name] or {}
-      table.insert(ws[size][name], tonumber(mps))
+      push2(ws, size, name, tonumber(mps))
     end
   elseif section == "postgresql" then
     local mode, name, v = line:match("^pg (%S+)%s+(%S+)%s+(%d+) ")
     if mode then
-      pgres[mode] = pgres[mode] or {}
-      pgres[mode][name] = pgres[mode][name] or {}
-      table.insert(pgres[mode][name], tonumber(v))
+      push2(pgres, mode, name, tonumber(v))
     end
   elseif section == "redis" then
     local mode, v = line:match("^redis (%S+)%s+(%d+) ops/s")
@@ -117,9 +117,7 @@ for line in io.lines(file) do
       table.insert(https.client.loom, tonumber(cl))
       table.insert(https.client.aiohttp, tonumber(ca))
     elseif mode then
-      https[mode] = https[mode] or {}
-      https[mode][name] = https[mode][name] or {}
-      table.insert(https[mode][name], tonumber(rps))
+      push2(https, mode, name, tonumber(rps))
     end
   end
 end
