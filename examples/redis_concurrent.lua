@@ -13,8 +13,10 @@ if not port then
   local p = io.popen([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])']])
   port = tonumber(p:read("l"))
   p:close()
-  server = io.popen(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no & echo $!"):format(port))
-  server = server:read("l")
+  p = io.popen(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & echo $!")
+    :format(port))
+  server = p:read("l")
+  p:close()
 end
 
 -- a redis-lua client on a loom.socket connection
@@ -22,7 +24,7 @@ local function client()
   return redis.connect({ socket = assert(socket.connect("127.0.0.1", port)) })
 end
 
-loom.run(function()
+local ok, err = pcall(loom.run, function()
   for _ = 1, 100 do -- wait for the server we started
     local s = socket.connect("127.0.0.1", port)
     if s then s:close() break end
@@ -58,4 +60,5 @@ loom.run(function()
     admin:get("visits")))
   admin:quit()
 end)
-if server then os.execute("kill " .. server) end
+if server then os.execute("kill " .. server) end -- stopped on an error too
+assert(ok, err)

@@ -69,6 +69,7 @@ int luaopen_loom_core(lua_State *L) {
   loom_open_stream(L);
   loom_open_tcp(L);
   loom_open_tls(L);
+  loom_open_lsocket(L);
   loom_open_http(L);
   loom_open_ws(L);
   loom_open_inflate(L);

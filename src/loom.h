@@ -283,6 +283,7 @@ void loom_open_tcp(lua_State *L);
 void loom_open_fswatch(lua_State *L);
 void loom_open_http(lua_State *L);
 void loom_open_ws(lua_State *L);
+void loom_open_lsocket(lua_State *L);
 void loom_open_inflate(lua_State *L);
 void loom_open_pg(lua_State *L);
 

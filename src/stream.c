@@ -568,8 +568,11 @@ int loom_stream_raw_send(lstream *st, const uv_buf_t *bufs, int n) {
    code (3), or returns 0 when more than WRITE_HIGH bytes are queued: the
    caller then returns loom_stream_drain's value. */
 int loom_stream_out(lstream *st, const uv_buf_t *bufs, int n) {
+  int i, rc;
   if (st->closed || loom_stream_sock(st) == NULL) return UV_EPIPE;
-  return st->tp->send(st, bufs, n);
+  if ((rc = st->tp->send(st, bufs, n)) < 0) return rc;
+  for (i = 0; i < n; i++) st->sent += bufs[i].len;
+  return 0;
 }
 
 int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
@@ -943,12 +946,13 @@ static int s_cancel_on_close(lua_State *L) {
 }
 
 /* stream:_buffered(): bytes received and not yet read (LuaSocket's dirty),
-   and all bytes ever received (its getstats). */
+   and all bytes ever received and sent (its getstats). */
 static int s_buffered(lua_State *L) {
   lstream *st = checkstream(L);
   lua_pushinteger(L, st->closed ? 0 : (lua_Integer)(st->rlen - st->rpos));
   lua_pushinteger(L, (lua_Integer)st->received);
-  return 2;
+  lua_pushinteger(L, (lua_Integer)st->sent);
+  return 3;
 }
 
 /* stream:_fileno(): the descriptor (LuaSocket's getfd), or -1 once closed. */

@@ -57,6 +57,7 @@ struct lstream {
   char *rbuf;     /* buffered bytes are rbuf[rpos, rlen) */
   size_t rcap, rlen, rpos;
   uint64_t received; /* bytes that ever entered the buffer (or were handed to a reader) */
+  uint64_t sent;     /* bytes users ever sent (before the transport: TLS counts plain bytes) */
   size_t queued;  /* bytes handed to uv_write and not yet written */
   int flushing;   /* closed by its user, the handle stays open until queued is 0 */
   loom_timer linger; /* bounds that flush: then the stream is aborted */

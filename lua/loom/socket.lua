@@ -20,7 +20,6 @@ local socket = {
 
 local now, current = core.now, core.current
 local find, sub, gsub, concat = string.find, string.sub, string.gsub, table.concat
-local math_type = math.type
 local READ_MAX = 64 * 1024
 local LINE_MAX = math.maxinteger -- LuaSocket's lines have no limit
 
@@ -60,7 +59,7 @@ local function to_ip(host)
 end
 
 local TCP, UDP = {}, {} -- the socket classes, below
-local new_tcp, new_udp
+local new_tcp, new_udp, refresh
 
 -- The module's constructors.
 
@@ -170,6 +169,7 @@ function socket.select(recvt, sendt, timeout)
         local data = s._stream:read(READ_MAX)
         if data then
           s._buf, s._pos = sub(s._buf, s._pos) .. data, 1
+          refresh(s)
         else
           s._eof_seen = true
         end
@@ -335,19 +335,35 @@ socket.source = socket.choose(socket.sourcet)
 -- @type tcp
 TCP.__index = TCP
 
+-- Whether receive and send may take the C path (src/lsocket.c): self._fast
+-- is the stream when the socket is connected, has no timeout, has not shut
+-- its receiving side and holds nothing select read ahead; else false. Every
+-- change of those calls this.
+function refresh(self)
+  local fast = self._state == "client" and self._timeout == nil and not self._rclosed and self._pos > #self._buf
+  if fast and self._st_timeout ~= 0 then
+    self._stream:set_timeout(0)
+    self._st_timeout = 0
+  end
+  self._fast = fast and self._stream
+end
+TCP._refresh = refresh -- for loom.socket.ssl
+
 function new_tcp(family, stream)
   if stream then stream:set_line_max(LINE_MAX) end
-  return setmetatable({
+  local s = setmetatable({
     _state = stream and "client" or "master",
     _family = family or "inet",
     _stream = stream,
     _buf = "",
     _pos = 1,
-    _recv_base = 0, -- the stream's count where getstats counts from
-    _sent = 0,
+    _recv_base = 0, -- the stream's counts where getstats counts from
+    _sent_base = 0,
     _born = now(),
     _opts = {},
   }, TCP)
+  refresh(s)
+  return s
 end
 
 -- A socket nobody can reach any more is closed, as LuaSocket's are (a
@@ -382,6 +398,7 @@ function TCP:settimeout(value, mode)
     error("bad argument #2 to 'settimeout' (invalid timeout mode)", 2)
   end
   self._timeout, self._total = value, mode == "t"
+  if getmetatable(self) == TCP then refresh(self) end
   return 1
 end
 
@@ -419,7 +436,7 @@ end
 
 -- One read of whatever comes; nil, err ("timeout", "closed" ...) else.
 local function pull(self, dl)
-  if self._rclosed then return nil, "closed" end
+  if self._rclosed or self._state == "closed" then return nil, "closed" end
   local data, msg, code = arm(self, dl):read(READ_MAX)
   if data then return data end
   return nil, lserr(msg, code)
@@ -443,7 +460,7 @@ end
 -- A line (n nil) or n bytes read by the stream itself, in C: the usual
 -- case, when select's read-ahead left nothing in self._buf.
 local function receive_direct(self, n, prefix, dl)
-  if self._rclosed then return nil, "closed", prefix end
+  if self._rclosed or self._state == "closed" then return nil, "closed", prefix end
   local st = arm(self, dl)
   local data, msg, code, part
   if n == nil then
@@ -465,25 +482,9 @@ end
 -- @param[opt] pattern the pattern
 -- @string[opt] prefix prepended to the result (and to a partial one)
 -- @return the data, or nil, err, partial
-function TCP:receive(pattern, prefix)
-  if self._timeout == nil and self._st_timeout == 0 and prefix == nil and self._pos > #self._buf
-    and self._state == "client" then
-    -- the usual call (no timeout, no prefix, nothing read ahead) goes straight to the stream
-    local line = pattern == nil or pattern == "*l" or pattern == "l"
-    if line or math_type(pattern) == "integer" and pattern >= 0 then
-      if self._rclosed then return nil, "closed", "" end
-      local st, data, msg, code, part = self._stream, nil, nil, nil, nil
-      if line then
-        data, msg, code, part = st:read_line(true)
-        if data and find(data, "\r", 1, true) then data = gsub(data, "\r", "") end
-      else
-        data, msg, code, part = st:read_exactly(pattern)
-      end
-      if data then return data, nil, nil end
-      return failed(self, line, "", msg, code, part)
-    end
-  end
-  if self._state ~= "client" then return wrong_state(self, "not connected") end
+local function receive(self, pattern, prefix)
+  -- a closed socket still gives what it received before (as LuaSocket's buffer does), then "closed"
+  if self._state ~= "client" and self._state ~= "closed" then return nil, "not connected" end
   pattern, prefix = pattern or "*l", prefix or ""
   local dl = self._timeout and deadline(self)
   -- bytes select read ahead and not taken are self._buf from self._pos on
@@ -493,15 +494,22 @@ function TCP:receive(pattern, prefix)
     local i = find(buf, "\n", pos, true)
     if i then
       local line = gsub(sub(buf, pos, i - 1), "\r", "")
-      if i == #buf then self._buf, self._pos = "", 1 else self._pos = i + 1 end
+      if i == #buf then
+        self._buf, self._pos = "", 1
+        refresh(self)
+      else
+        self._pos = i + 1
+      end
       return prefix .. line, nil, nil
     end
     self._buf, self._pos = "", 1 -- the rest of the line is in the stream
+    refresh(self)
     return receive_direct(self, nil, prefix .. gsub(sub(buf, pos), "\r", ""), dl)
   elseif pattern == "*a" or pattern == "a" then
     local parts = { prefix, sub(buf, pos) }
     local got = #parts[2]
     self._buf, self._pos = "", 1
+    refresh(self)
     while true do
       local data, err = pull(self, dl)
       if not data then
@@ -518,13 +526,19 @@ function TCP:receive(pattern, prefix)
     local have = #buf - pos + 1
     if have >= n then
       local out = sub(buf, pos, pos + n - 1)
-      if have == n then self._buf, self._pos = "", 1 else self._pos = pos + n end
+      if have == n then
+        self._buf, self._pos = "", 1
+        refresh(self)
+      else
+        self._pos = pos + n
+      end
       return prefix .. out, nil, nil
     end
     self._buf, self._pos = "", 1
+    refresh(self)
     return receive_direct(self, n - have, prefix .. sub(buf, pos), dl)
   end
-  error("bad argument #1 to 'receive' (invalid receive pattern)", 2)
+  error("bad argument #1 to 'receive' (invalid receive pattern)", 3) -- 3: called by the C receive
 end
 
 --- Sends `data:sub(i, j)`. May block (while the outgoing queue is full).
@@ -534,19 +548,10 @@ end
 -- @int[opt] j last byte
 -- @return the index of the last byte sent, or nil, err, the index of the
 -- last byte sent before the failure
-function TCP:send(data, i, j)
-  if self._timeout == nil and self._st_timeout == 0 and i == nil and j == nil and type(data) == "string"
-    and self._state == "client" then
-    -- the usual call (no timeout, the whole string) goes straight to the stream
-    local ok, msg, code = self._stream:write(data)
-    if not ok then return nil, lserr(msg, code), 0.0 end
-    self._sent = self._sent + #data
-    return #data + 0.0, nil, nil
-  end
-  if self._state ~= "client" then return wrong_state(self, "not connected") end
+local function send(self, data, i, j)
   if type(data) ~= "string" then
     if type(data) ~= "number" then
-      error(("bad argument #1 to 'send' (string expected, got %s)"):format(type(data)), 2)
+      error(("bad argument #1 to 'send' (string expected, got %s)"):format(type(data)), 3) -- as receive's
     end
     data = tostring(data)
   end
@@ -554,12 +559,19 @@ function TCP:send(data, i, j)
   i, j = i or 1, j or -1
   if i < 0 then i = math.max(len + i + 1, 1) elseif i < 1 then i = 1 end
   if j < 0 then j = len + j + 1 elseif j > len then j = len end
+  if self._state ~= "client" then
+    if self._state == "closed" then return nil, "closed", i - 1.0 end
+    return nil, "not connected"
+  end
   if i > j then return i - 1.0, nil, nil end
   local ok, msg, code = arm(self, self._timeout and deadline(self)):write((i == 1 and j == len) and data or data:sub(i, j))
   if not ok then return nil, lserr(msg, code), i - 1.0 end
-  self._sent = self._sent + (j - i + 1)
   return j + 0.0, nil, nil -- LuaSocket's counts are floats, and its results three
 end
+
+-- The usual calls (a line or n bytes, a whole string, on a socket with
+-- _fast set) are served in C; the rest come to the functions above.
+TCP.receive, TCP.send = core._lsocket(receive, send, ERRORS)
 
 --- Connects a master socket. Blocks (host names resolve without blocking
 -- the loop).
@@ -580,6 +592,7 @@ function TCP:connect(host, port)
   if not st then return nil, lserr(msg, code) end
   st:set_line_max(LINE_MAX)
   self._stream, self._state = st, "client"
+  refresh(self)
   if self._opts.linger and self._opts.linger.on then st:set_linger(self._opts.linger.timeout or 0) end
   return 1
 end
@@ -641,12 +654,18 @@ function TCP:accept()
 end
 
 --- Closes the socket. Never blocks (what was sent is still delivered).
+-- As in LuaSocket, bytes received and not yet read stay readable:
+-- `receive` gives them, then `nil, "closed", partial`.
 -- @function tcp:close
 -- @return 1
 function TCP:close()
+  if self._state == "client" then -- what came and was not read stays readable, as in LuaSocket's buffer
+    self._buf, self._pos = sub(self._buf, self._pos) .. leftover(self), 1
+  end
   if self._stream then self._stream:close() end
   if self._server then self._server:close() end
-  self._state, self._buf, self._pos = "closed", "", 1
+  self._state = "closed"
+  refresh(self)
   return 1
 end
 
@@ -658,7 +677,10 @@ function TCP:shutdown(how)
   how = how or "both"
   if self._state ~= "client" then return wrong_state(self, "not connected") end
   if how == "send" or how == "both" then self._stream:shutdown() end
-  if how == "receive" or how == "both" then self._rclosed = true end
+  if how == "receive" or how == "both" then
+    self._rclosed = true
+    refresh(self)
+  end
   return 1
 end
 
@@ -721,24 +743,26 @@ function TCP:getoption(name)
 end
 
 -- Bytes the user has received (as LuaSocket counts: taken by receive,
--- not buffered).
-local function taken(self)
-  if not self._stream then return 0 end
-  local buffered, received = self._stream:_buffered()
-  return received - buffered - (#self._buf - self._pos + 1)
+-- not buffered) and sent, as the stream counts them.
+local function counts(self)
+  if not self._stream then return 0, 0 end
+  local buffered, received, sent = self._stream:_buffered()
+  return received - buffered - (#self._buf - self._pos + 1), sent
 end
 
 --- Bytes received, bytes sent, and the socket's age in seconds.
 -- @function tcp:getstats
 function TCP:getstats()
-  return taken(self) - self._recv_base + 0.0, self._sent + 0.0, now() - self._born
+  local received, sent = counts(self)
+  return received - self._recv_base + 0.0, sent - self._sent_base + 0.0, now() - self._born
 end
 
 --- Resets the statistics.
 -- @function tcp:setstats
 function TCP:setstats(received, sent, age)
-  if received then self._recv_base = taken(self) - received end
-  self._sent = sent or self._sent
+  local r, s = counts(self)
+  if received then self._recv_base = r - received end
+  if sent then self._sent_base = s - sent end
   if age then self._born = now() - age end
   return 1
 end

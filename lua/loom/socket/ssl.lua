@@ -71,8 +71,9 @@ function ssl.dohandshake(sock)
     return nil, code == "ETIMEDOUT" and "timeout" or msg
   end
   st:set_line_max(math.maxinteger) -- as the socket's was
-  sock._stream, sock._tls_done, sock._st_timeout = st, true, nil -- a new stream: its timeout set again
-  sock._recv_base, sock._sent = 0, 0 -- the TLS layer counts its own bytes, as LuaSec's does
+  sock._stream, sock._tls_done, sock._st_timeout = st, true, nil -- its timeout set again
+  sock:setstats(0, 0) -- the TLS layer counts its own bytes, as LuaSec's does
+  sock:_refresh()
   return true
 end
 
