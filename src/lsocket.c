@@ -11,7 +11,8 @@
  * select), else false. A call here reads that field and its arguments; any
  * other call, and any read that cannot simply be served (the end, an error,
  * a closed stream), goes to the Lua layer's own method with the arguments
- * as they came, so its results and error strings stay in one place. The
+ * as they came; a send that fails takes its error string from the Lua
+ * layer's table, so LuaSocket's results stay in one place. The
  * reads are a parser on the stream's buffer (stream.h), as http_parse.c and
  * ws.c are.
  */
@@ -138,57 +139,57 @@ static int ls_receive(lua_State *L) {
 
 /* ---------------------------------------------------------------- send */
 
-/* Pushes nil, LuaSocket's error for a loom error code (else loom's message),
-   and 0 bytes sent. */
-static int send_failed(lua_State *L, int rc) {
-  lua_pushnil(L);
-  if (lua_getfield(L, ERRORS, uv_err_name(rc)) != LUA_TSTRING) {
+/* Turns the nil, msg, code a failed stream call pushed into LuaSocket's
+   nil, err, 0 bytes sent: err from the Lua layer's table, else msg. */
+static int send_failed(lua_State *L) {
+  if (lua_getfield(L, ERRORS, lua_tostring(L, -1)) == LUA_TSTRING)
+    lua_replace(L, -3);
+  else
     lua_pop(L, 1);
-    lua_pushstring(L, uv_strerror(rc));
-  }
   lua_pushnumber(L, 0);
+  lua_replace(L, -2);
   return 3;
 }
 
 /* The index of the last byte sent: the whole string's (LuaSocket's counts
    are floats, its results three). */
 static int sent(lua_State *L) {
+  lua_settop(L, 2);
   lua_pushnumber(L, (lua_Number)lua_rawlen(L, 2));
   lua_pushnil(L);
   lua_pushnil(L);
   return 3;
 }
 
-/* After a wait for the queue to drain (no timeout: the Lua layer's calls
-   have those). Stack: [sock, data, stream]. */
+/* After a wait for the queue to drain. Stack: [sock, data, stream]. */
 static int send_k(lua_State *L, int status, lua_KContext ctx) {
-  lstream *st;
+  loom_task *t = loom_resumed(L, loom_getstate(L), ctx, send_k);
   (void)status;
-  loom_resumed(L, loom_getstate(L), ctx, send_k);
-  st = lua_touserdata(L, 3);
-  if (st->closed) return send_failed(L, UV_EPIPE);
-  if (st->werr) return send_failed(L, st->werr);
+  if (loom_stream_drained(L, t, lua_touserdata(L, 3))) return send_failed(L);
   return sent(L);
 }
 
 /* tcp:send(data, i, j): see socket.lua. */
 static int ls_send(lua_State *L) {
   loom_state *S = loom_getstate(L);
-  int n = lua_gettop(L), rc;
+  int n = lua_gettop(L);
   lstream *st = fast_stream(L);
   loom_task *t;
   uv_buf_t b;
   size_t len;
-  if (st == NULL || st->closed || st->werr || n != 2 || lua_type(L, 2) != LUA_TSTRING) return slow(L, n);
+  if (st == NULL || n != 2 || lua_type(L, 2) != LUA_TSTRING) return slow(L, n);
   t = loom_checkrunning(L, S, "send");
   b.base = (char *)lua_tolstring(L, 2, &len);
   b.len = len;
-  if ((rc = loom_stream_out(st, &b, 1)) < 0) return send_failed(L, rc);
-  if (loom_stream_full(st)) {
-    lua_pushlightuserdata(L, st);
-    return loom_stream_drain(L, t, st, send_k);
+  lua_pushlightuserdata(L, st);
+  switch (loom_stream_send(L, st, &b, 1)) {
+    case 0: /* more than the high-water mark queued */
+      return loom_stream_drain(L, t, st, send_k);
+    case 1:
+      return sent(L);
+    default:
+      return send_failed(L);
   }
-  return sent(L);
 }
 
 /* loom.core._lsocket(receive, send, errors): the C receive and send in front

@@ -562,11 +562,8 @@ int loom_stream_raw_send(lstream *st, const uv_buf_t *bufs, int n) {
   return 0;
 }
 
-/* Sends n buffers with one vectored write (through the stream's TLS layer
-   when it has one): tried at once, only the unsent tail copied and queued
-   (the buffers may be freed once it returns). Pushes true (1) or nil, msg,
-   code (3), or returns 0 when more than WRITE_HIGH bytes are queued: the
-   caller then returns loom_stream_drain's value. */
+/* Sends n buffers through the transport, counted as the user's bytes:
+   0 or a libuv error. */
 int loom_stream_out(lstream *st, const uv_buf_t *bufs, int n) {
   int i, rc;
   if (st->closed || loom_stream_sock(st) == NULL) return UV_EPIPE;
@@ -575,6 +572,11 @@ int loom_stream_out(lstream *st, const uv_buf_t *bufs, int n) {
   return 0;
 }
 
+/* Sends n buffers with one vectored write (through the stream's TLS layer
+   when it has one): tried at once, only the unsent tail copied and queued
+   (the buffers may be freed once it returns). Pushes true (1) or nil, msg,
+   code (3), or returns 0 when more than WRITE_HIGH bytes are queued: the
+   caller then returns loom_stream_drain's value. */
 int loom_stream_send(lua_State *L, lstream *st, const uv_buf_t *bufs, int n) {
   int rc;
   if (st->closed || loom_stream_sock(st) == NULL) return loom_fail_closed(L);

@@ -473,6 +473,12 @@ local function receive_direct(self, n, prefix, dl)
   return failed(self, n == nil, prefix, msg, code, part)
 end
 
+-- Everything select read ahead was taken: the C path may serve again.
+local function taken_all(self)
+  self._buf, self._pos = "", 1
+  refresh(self)
+end
+
 --- Reads, as LuaSocket does: `"*l"` (or `"l"`, the default) a line without
 -- its end (CRs dropped; no length limit, as in LuaSocket), `"*a"` (`"a"`)
 -- everything until the peer closes, a number that many bytes. Blocks. On
@@ -494,22 +500,15 @@ local function receive(self, pattern, prefix)
     local i = find(buf, "\n", pos, true)
     if i then
       local line = gsub(sub(buf, pos, i - 1), "\r", "")
-      if i == #buf then
-        self._buf, self._pos = "", 1
-        refresh(self)
-      else
-        self._pos = i + 1
-      end
+      if i == #buf then taken_all(self) else self._pos = i + 1 end
       return prefix .. line, nil, nil
     end
-    self._buf, self._pos = "", 1 -- the rest of the line is in the stream
-    refresh(self)
+    taken_all(self) -- the rest of the line is in the stream
     return receive_direct(self, nil, prefix .. gsub(sub(buf, pos), "\r", ""), dl)
   elseif pattern == "*a" or pattern == "a" then
     local parts = { prefix, sub(buf, pos) }
     local got = #parts[2]
-    self._buf, self._pos = "", 1
-    refresh(self)
+    taken_all(self)
     while true do
       local data, err = pull(self, dl)
       if not data then
@@ -526,16 +525,10 @@ local function receive(self, pattern, prefix)
     local have = #buf - pos + 1
     if have >= n then
       local out = sub(buf, pos, pos + n - 1)
-      if have == n then
-        self._buf, self._pos = "", 1
-        refresh(self)
-      else
-        self._pos = pos + n
-      end
+      if have == n then taken_all(self) else self._pos = pos + n end
       return prefix .. out, nil, nil
     end
-    self._buf, self._pos = "", 1
-    refresh(self)
+    taken_all(self)
     return receive_direct(self, n - have, prefix .. sub(buf, pos), dl)
   end
   error("bad argument #1 to 'receive' (invalid receive pattern)", 3) -- 3: called by the C receive
